@@ -1,0 +1,52 @@
+# Shared helpers: config validation, the run directory, GPU detection, the final-target list.
+# Rule files register their final outputs with register_final(); `rule all` asks for all of them.
+
+import os
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# Make the package importable from script: directives without installing it (scripts run in
+# subprocesses that inherit this environment).
+_SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+
+RUN = config["run_name"]
+# Everything a run produces lives under results/<run_name>/ (logs and benchmarks included).
+RESULTS = f"results/{RUN}"
+LOGS = f"results/{RUN}/logs"
+BENCH = f"results/{RUN}/benchmarks"
+
+
+def detect_gpus():
+    """GPUs per GPU job: LATENT_ABSTRACTIONS_GPUS if set, else 1 when this host has CUDA, else 0.
+
+    Scripts use CUDA exactly when their job was given gpu > 0 (profiles may override per rule).
+    """
+    env = os.environ.get("LATENT_ABSTRACTIONS_GPUS")
+    if env is not None:
+        return int(env)
+    try:
+        import torch
+
+        return 1 if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+GPUS = detect_gpus()
+
+_FINAL = []
+
+
+def register_final(*paths):
+    """Add outputs that `rule all` must build."""
+    _FINAL.extend(paths)
+
+
+def get_final_outputs():
+    return list(_FINAL)

@@ -1,0 +1,1 @@
+# measure stage (filled in by its issue)

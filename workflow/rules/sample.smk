@@ -1,0 +1,1 @@
+# sample stage (filled in by its issue)

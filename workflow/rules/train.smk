@@ -1,0 +1,1 @@
+# train stage (filled in by its issue)
