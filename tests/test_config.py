@@ -1,0 +1,60 @@
+"""Config validation: the schema's defaults are the embedded default, and bad configs fail clearly."""
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_schema_defaults_equal_embedded_default():
+    cfg = {}
+    validate(cfg, SCHEMA)
+    assert cfg == DEFAULT
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_file_validates_over_the_default(path):
+    cfg = copy.deepcopy(DEFAULT)
+    update_config(cfg, yaml.safe_load(path.read_text()))  # what --configfile does
+    validate(cfg, SCHEMA)
+    if path.name != "config.yaml":
+        assert cfg["run_name"] != DEFAULT["run_name"], f"{path.name} must use its own run_name"
+
+
+@pytest.mark.parametrize(
+    "patch, needle",
+    [
+        ({"dataset": {"source": "ftp"}}, "source"),
+        ({"training": {"steps": 0}}, "steps"),
+        ({"taus": {"n": 1}}, "n"),
+        ({"score_model": {"nf": "wide"}}, "nf"),
+        ({"sampling": {"typo_key": 1}}, "typo_key"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key_named(patch, needle):
+    cfg = copy.deepcopy(DEFAULT)
+    update_config(cfg, patch)
+    with pytest.raises(WorkflowError) as err:
+        validate(cfg, SCHEMA)
+    assert needle in str(err.value)
+
+
+def test_every_key_of_the_default_config_is_commented():
+    lines = (ROOT / "config" / "config.yaml").read_text().splitlines()
+    uncommented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*):", line)
+        if not m:
+            continue
+        above = lines[i - 1].strip() if i else ""
+        if "#" not in line and not above.startswith("#"):
+            uncommented.append(m.group(2))
+    assert not uncommented, f"keys without a comment in config/config.yaml: {uncommented}"
