@@ -1,0 +1,54 @@
+"""Shared fixtures: a throw-away copy of the workflow to run Snakemake in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a run of the workflow needs; results/, logs and .snakemake/ of the real checkout stay behind.
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "src", "envs", "profiles", "scripts", "pyproject.toml")
+
+
+def snakemake_exe() -> str:
+    """The snakemake next to the running interpreter (the project's venv)."""
+    exe = Path(sys.executable).with_name("snakemake")
+    return str(exe) if exe.exists() else "snakemake"
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy the workflow's files into ``dest`` (created) and return it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = True,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` with a hard timeout; on failure, show its output."""
+    full_env = {**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0", **(env or {})}
+    proc = subprocess.run(
+        [snakemake_exe(), *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+            f"\n--- stderr\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+@pytest.fixture
+def workflow_copy(tmp_path: Path) -> Path:
+    """A fresh copy of the workflow in a temporary directory."""
+    return copy_workflow(tmp_path / "wf")
