@@ -3,6 +3,7 @@
 
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 

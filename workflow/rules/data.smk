@@ -1,1 +1,106 @@
-# data stage (filled in by its issue)
+# Dataset stage: the Shapes3D file (rendered, downloaded or the user's), the train/test split, a contact sheet.
+
+FACTOR_NAMES = ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
+
+
+def get_dataset():
+    """Path of the 3dshapes.h5 file for the configured dataset.source."""
+    source = config["dataset"]["source"]
+    if source == "synthetic":
+        return f"{RESULTS}/data/shapes3d.h5"
+    if source == "download":
+        return "resources/shapes3d/3dshapes.h5"
+    path = config["dataset"]["path"]
+    if not path or not os.path.isfile(path):
+        raise WorkflowError(f"dataset.source is 'path' but dataset.path={path!r} is not an existing file")
+    return path
+
+
+def get_level_counts():
+    levels = config["dataset"]["synthetic"]["levels"]
+    return [levels[name] for name in FACTOR_NAMES]
+
+
+
+rule render_shapes3d:
+    output:
+        h5=f"{RESULTS}/data/shapes3d.h5",
+    log:
+        f"{LOGS}/render_shapes3d/render_shapes3d.log",
+    benchmark:
+        f"{BENCH}/render_shapes3d/render_shapes3d.tsv"
+    params:
+        resolution=config["dataset"]["synthetic"]["resolution"],
+        levels=get_level_counts(),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/render_shapes3d.py"
+
+
+rule download_shapes3d:
+    output:
+        h5="resources/shapes3d/3dshapes.h5",
+    log:
+        "resources/shapes3d/download_shapes3d.log",
+    params:
+        url=config["dataset"]["url"],
+        sha256=config["dataset"]["sha256"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/download_shapes3d.py"
+
+
+rule split_dataset:
+    input:
+        h5=get_dataset(),
+    output:
+        split=f"{RESULTS}/data/split.parquet",
+    log:
+        f"{LOGS}/split_dataset/split_dataset.log",
+    params:
+        test_fraction=config["dataset"]["test_fraction"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/split_dataset.py"
+
+
+rule plot_contact_sheet:
+    input:
+        h5=get_dataset(),
+    output:
+        png=report(
+            f"{RESULTS}/figures/contact_sheet.png",
+            caption="../report/contact_sheet.rst",
+            category="Data",
+        ),
+    log:
+        f"{LOGS}/plot_contact_sheet/plot_contact_sheet.log",
+    params:
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/plot_contact_sheet.py"
+
+
+register_final(rules.split_dataset.output.split, rules.plot_contact_sheet.output.png)
