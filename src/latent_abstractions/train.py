@@ -1,0 +1,227 @@
+"""Training of the score networks: denoising score matching, Adam with warm-up and clipping, EMA, resume.
+
+Resumable state lives in ``state_dir`` (outside Snakemake's outputs, which Snakemake deletes when a job
+dies): ``checkpoint.pt`` holds the model, EMA, optimizer, every RNG state, the step and the loss log so far;
+``checkpoint.json`` the hyperparameters it belongs to. A run with the same hyperparameters resumes from it;
+on CPU the resumed run ends bitwise equal to an uninterrupted one.
+
+On CUDA: bf16 autocast, channels_last, TF32 off unless asked, the dataset held on the GPU as uint8, batches
+drawn by a device generator, losses accumulated on the device and read back only every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .ema import EMA
+from .io import atomic_path
+from .losses import drop_labels, dsm_loss
+from .networks import NCSNpp
+from .sde import VESDE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    grad_clip: float
+    ema_decay: float
+    checkpoint_every: int
+    log_every: int
+    label_dropout: float = 0.0
+    bf16: bool = True
+    tf32: bool = False
+    compile: bool = False
+    seed: int = 0
+
+
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
+    state = {"batch": gen.get_state(), "torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict, gen: torch.Generator, device: torch.device) -> None:
+    gen.set_state(state["batch"])
+    torch.set_rng_state(state["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in state:
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+
+
+def _save_checkpoint(state_dir: Path, hparams: dict, payload: dict) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(state_dir / "checkpoint.pt") as tmp:
+        torch.save(payload, tmp)
+    with atomic_path(state_dir / "checkpoint.json") as tmp:
+        tmp.write_text(json.dumps(hparams, indent=2, sort_keys=True))
+
+
+def _load_checkpoint(state_dir: Path, hparams: dict) -> dict | None:
+    pt, js = state_dir / "checkpoint.pt", state_dir / "checkpoint.json"
+    if not (pt.exists() and js.exists()):
+        return None
+    saved = json.loads(js.read_text())
+    if saved != json.loads(json.dumps(hparams, sort_keys=True)):
+        log.warning("%s: checkpoint belongs to other hyperparameters; starting from scratch", state_dir)
+        return None
+    return torch.load(pt, map_location="cpu", weights_only=True)
+
+
+def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwargs: dict, sde: VESDE,
+                      settings: TrainSettings, state_dir: str | Path, device: torch.device,
+                      progress: bool = True) -> tuple[NCSNpp, pd.DataFrame, dict]:
+    """Train an NCSN++ score network, resuming from ``state_dir`` when it holds a matching checkpoint.
+
+    Args:
+        images: uint8 training images (N, 3, H, W).
+        labels: (N, 6) official level indices for a conditional model, or None.
+        net_kwargs: NCSNpp constructor arguments (``n_levels`` set for a conditional model).
+        sde: the VE SDE.
+        settings: optimisation settings.
+        state_dir: where resumable checkpoints live.
+        device: where to train.
+
+    Returns:
+        (network with the EMA weights, in eval mode, on ``device``; loss log; info dict with
+        ``resumed_from`` step and wall-clock seconds).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    state_dir = Path(state_dir)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+        torch.backends.cudnn.allow_tf32 = settings.tf32
+    hparams = {"net": net_kwargs, "sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max,
+               "settings": asdict(settings), "n_images": int(images.shape[0]), "device": device.type}
+
+    torch.manual_seed(settings.seed)
+    net = NCSNpp(**net_kwargs).to(device)
+    if cuda:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    ema = EMA(net, settings.ema_decay)
+    gen = torch.Generator(device=device).manual_seed(settings.seed)
+    rows: list[dict] = []
+    step = 0
+    ckpt = _load_checkpoint(state_dir, hparams)
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"], strict=True)
+        opt.load_state_dict(ckpt["opt"])
+        ema.load_state_dict({k: v.to(device) for k, v in ckpt["ema"].items()})
+        _restore_rng(ckpt["rng"], gen, device)
+        step, rows = int(ckpt["step"]), list(ckpt["log"])
+        log.info("resumed from step %d of %d (%s)", step, settings.steps, state_dir / "checkpoint.pt")
+    else:
+        log.info("starting from scratch (%d steps)", settings.steps)
+    resumed_from = step
+
+    data = images.to(device)
+    lab = labels.to(device) if labels is not None else None
+    model = torch.compile(net) if (settings.compile and cuda) else net
+    n = data.shape[0]
+    acc = torch.zeros((), device=device)
+    acc_n = 0
+    t0 = time.perf_counter()
+    elapsed0 = rows[-1]["seconds"] if rows else 0.0
+    net.train()
+    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=not progress, mininterval=5)
+    while step < settings.steps:
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup_steps))
+        idx = torch.randint(n, (settings.batch_size,), device=device, generator=gen)
+        x0 = data[idx].float().div_(255.0)
+        if cuda:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
+            loss = dsm_loss(model, sde, x0, y, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+        opt.step()
+        ema.update(net)
+        acc += loss.detach()
+        acc_n += 1
+        step += 1
+        bar.update(1)
+        if step % settings.log_every == 0 or step == settings.steps:
+            mean = float(acc) / acc_n  # the only host-device sync, every log_every steps
+            rows.append({"step": step, "loss": mean, "lr": opt.param_groups[0]["lr"],
+                         "images_seen": step * settings.batch_size,
+                         "seconds": elapsed0 + time.perf_counter() - t0})
+            bar.set_postfix(loss=f"{mean:.4g}")
+            acc.zero_()
+            acc_n = 0
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            _save_checkpoint(state_dir, hparams, {
+                "model": net.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
+                "rng": _rng_state(gen, device), "step": step, "log": rows})
+    bar.close()
+    ema.copy_to(net)
+    net.eval()
+    info = {"resumed_from": resumed_from, "seconds": time.perf_counter() - t0}
+    return net, pd.DataFrame(rows, columns=["step", "loss", "lr", "images_seen", "seconds"]), info
+
+
+def run_training(h5: str, split: str, model_kind: str, net_cfg: dict, sde_cfg: dict, train_cfg: dict, seed: int,
+                 state_dir: str | Path, model_dir: str | Path, loss_path: str, device: torch.device) -> dict:
+    """The ``train_score_model`` rule: train the unconditional or conditional model on the train split.
+
+    Args:
+        h5, split: dataset file and split table.
+        model_kind: "uncond" or "cond" (conditioned on all six factors, each dropped with
+            ``net_cfg["label_dropout"]``).
+        net_cfg: the config's ``score_model`` section; sde_cfg: ``sde``; train_cfg: ``training``.
+        state_dir: resumable checkpoints; model_dir: final ``model.pt`` + ``hparams.json``; loss_path: Parquet.
+
+    Returns:
+        info dict (resumed_from, seconds, n_params, sigma_max).
+    """
+    from .checkpoint import save_model
+    from .factors import N_LEVELS
+    from .io import write_parquet
+    from .sde import sigma_max_from_data
+    from .shapes3d import load_shapes3d, load_split
+
+    if model_kind not in ("uncond", "cond"):
+        raise ValueError(f"model must be 'uncond' or 'cond', got {model_kind!r}")
+    data = load_shapes3d(h5)
+    idx = load_split(split, data.n)["train"]
+    images = torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(data.label_indices[idx]) if model_kind == "cond" else None
+    sigma_max = sde_cfg["sigma_max"]
+    if sigma_max is None:
+        sub = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:8192]
+        sigma_max = sigma_max_from_data(images[sub].float().div(255).to(device))
+        log.info("sigma_max = %.4f (largest pairwise distance among %d training images)", sigma_max, len(sub))
+    sde = VESDE(sde_cfg["sigma_min"], sigma_max)
+    net_kwargs = dict(img_resolution=data.resolution, nf=net_cfg["nf"], ch_mult=list(net_cfg["ch_mult"]),
+                      num_res_blocks=net_cfg["num_res_blocks"], attn_resolutions=list(net_cfg["attn_resolutions"]),
+                      dropout=net_cfg["dropout"], fourier_scale=net_cfg["fourier_scale"],
+                      n_levels=list(N_LEVELS) if model_kind == "cond" else None)
+    settings = TrainSettings(**train_cfg, label_dropout=net_cfg["label_dropout"] if model_kind == "cond" else 0.0,
+                             seed=seed + (1 if model_kind == "cond" else 0))
+    net, losses, info = train_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
+    n_params = sum(p.numel() for p in net.parameters())
+    log.info("%s model: %d parameters, final loss %.4g, %.1f s", model_kind, n_params,
+             losses["loss"].iloc[-1], info["seconds"])
+    save_model(model_dir, net, {"net": net_kwargs, "sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max,
+                                "model": model_kind, "n_params": n_params, "settings": asdict(settings),
+                                "resolution": data.resolution, "n_train": int(len(idx)),
+                                "dataset": str(data.path), "resumed_from": info["resumed_from"]})
+    write_parquet(losses, loss_path, {"model": model_kind, "seed": settings.seed})
+    return {**info, "n_params": n_params, "sigma_max": sde.sigma_max}
