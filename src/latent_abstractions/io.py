@@ -44,12 +44,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-    """Write ``df`` atomically as Parquet; ``metadata`` (JSON-serialisable) goes into the schema metadata.
+def write_parquet(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """Write a frame (or Arrow table) atomically as Parquet; ``metadata`` goes into the schema metadata.
 
     The row order and column dtypes are kept as given, so the same frame gives the same bytes.
     """
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
         meta = dict(table.schema.metadata or {})
         meta[b"latent_abstractions"] = json.dumps(metadata, sort_keys=True, default=str).encode()

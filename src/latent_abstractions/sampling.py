@@ -68,7 +68,7 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
         labels: conditioning labels (B, 6) with -1 = null, or None.
         record_taus: grid taus at which to keep a copy of x (returned on CPU, keyed by the grid value).
         denoise: at the end, replace x by its Tweedie denoised mean x + sigma^2 score (only when the path
-            ends at the last grid point, tau = 1 - eps).
+            ends at the last grid point, tau = 1 - eps; also for a zero-length path that starts there).
 
     Returns:
         SampleResult with the final x and the recorded states.
@@ -104,6 +104,6 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
             x = x + (g2 * dt) ** 0.5 * randn_like_per_sample(x, generators)
         maybe_record(float(taus[i + 1]), x)
     t_end = float(sde.tau_to_t(taus[-1]))
-    if denoise and len(taus) > 1 and abs(float(taus[-1]) - float(time_grid(1)[-1])) < 1e-9:
+    if denoise and abs(float(taus[-1]) - float(time_grid(1)[-1])) < 1e-9:
         x = x + float(sde.sigma(t_end) ** 2) * score_fn(x, t_end, labels)
     return SampleResult(x=x, states=states)
