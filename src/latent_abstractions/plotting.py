@@ -70,3 +70,101 @@ def contact_sheet(data, path: str | os.PathLike, n: int = 32, seed: int = 0) -> 
     idx = np.sort(rng.choice(data.n, size=min(n, data.n), replace=False))
     image_grid(data.images(idx), path, titles=[label_text(data.label_indices[i]) for i in idx],
                title=f"{data.path.name}: {data.n} images, {data.resolution}x{data.resolution}")
+
+
+def _curves(ax, df, value, lo=None, hi=None, dashed=False, label_suffix=""):
+    """One line per factor (fixed colours) with an optional band between columns lo and hi."""
+    for factor in FACTOR_NAMES:
+        d = df[df["factor"] == factor].sort_values("tau")
+        if d.empty:
+            continue
+        colour = FACTOR_COLOURS[factor]
+        ax.plot(d["tau"], d[value], color=colour, lw=1.2 if dashed else 2, ls="--" if dashed else "-",
+                marker=None if dashed else "o", ms=3, label=None if dashed else f"{factor}{label_suffix}")
+        if lo is not None:
+            ax.fill_between(d["tau"], d[lo], d[hi], color=colour, alpha=0.15 if not dashed else 0.07, lw=0)
+    ax.set_xlabel(TAU_LABEL)
+    ax.set_xlim(0, 1)
+
+
+def plot_probes(probes: pd.DataFrame, path) -> None:
+    """Probe accuracy vs tau per factor: network layers solid with 95% CI bands, raw pixels dashed, chance dotted."""
+    set_style()
+    layers = [lay for lay in sorted(probes["layer"].unique()) if lay != "pixels"]
+    fig, axes = plt.subplots(1, len(layers), figsize=(6.5 * len(layers), 4.2), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        _curves(ax, probes[probes["layer"] == layer], "accuracy", "ci_low", "ci_high")
+        _curves(ax, probes[probes["layer"] == "pixels"], "accuracy", dashed=True)
+        for factor in FACTOR_NAMES:
+            chance = probes.loc[probes["factor"] == factor, "chance"]
+            if len(chance):
+                ax.axhline(float(chance.iloc[0]), color=FACTOR_COLOURS[factor], ls=":", lw=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("linear-probe test accuracy")
+        ax.set_title(f"Linear probes on '{layer}' features (dashed: raw noisy pixels; dotted: chance)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    save(fig, path)
+
+
+def plot_mutual_info(mi: pd.DataFrame, path) -> None:
+    """I(Y_tau; factor) vs tau with +-2 SE bands and the log(levels) ceilings."""
+    set_style()
+    d = mi.assign(lo=mi["mi"] - 2 * mi["se"], hi=mi["mi"] + 2 * mi["se"])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _curves(ax, d, "mi", "lo", "hi")
+    for factor in FACTOR_NAMES:
+        ceil = mi.loc[mi["factor"] == factor, "ceiling"]
+        if len(ceil):
+            ax.axhline(float(ceil.iloc[0]), color=FACTOR_COLOURS[factor], ls=":", lw=1)
+    ax.set_ylabel("I(Y_τ; factor) [nats]")
+    ax.set_title("Mutual information from conditional vs unconditional scores (dotted: log levels)")
+    ax.legend(loc="upper left", fontsize=8)
+    save(fig, path)
+
+
+def plot_forking(forking: pd.DataFrame, path) -> None:
+    """Normalised entropy of fork labels vs the fork time tau, with bootstrap CI bands over base trajectories."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _curves(ax, forking, "entropy", "ci_low", "ci_high")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("fork label entropy / log(levels)")
+    ax.set_title("Forking: how undecided each factor is when the path forks at τ")
+    ax.legend(loc="upper right", fontsize=8)
+    save(fig, path)
+
+
+def plot_training_loss(losses: dict[str, pd.DataFrame], path) -> None:
+    """Denoising score-matching loss vs step for each score model."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, df), colour in zip(losses.items(), sns.color_palette("dark", len(losses))):
+        ax.plot(df["step"], df["loss"], label=name, color=colour)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("DSM loss (σ² weighting)")
+    ax.set_title("Training loss of the score models")
+    ax.legend()
+    save(fig, path)
+
+
+def plot_samples_forks(samples: np.ndarray, strips: np.ndarray, strip_taus: np.ndarray, path,
+                       n_samples: int = 16) -> None:
+    """Top: unconditional samples. Below: one row of forks per fork time tau (same base trajectory)."""
+    set_style()
+    n_samples = min(n_samples, len(samples))
+    ncols = max(n_samples // 2, strips.shape[1] if strips.size else 1)
+    nrows = 2 + len(strip_taus)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.1 * ncols, 1.25 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n_samples):
+        axes[i // (n_samples // 2 or 1)][i % (n_samples // 2 or 1)].imshow(samples[i])
+    axes[0][0].set_title("samples (τ: 0 → 1)", fontsize=8, loc="left")
+    for r, tau in enumerate(strip_taus):
+        for k in range(strips.shape[1]):
+            axes[2 + r][k].imshow(strips[r, k])
+        axes[2 + r][0].set_title(f"forks from τ = {tau:.2f}", fontsize=8, loc="left")
+    fig.suptitle("Samples, and forks of one trajectory: factors shared by a row were fixed before its τ", fontsize=9)
+    fig.tight_layout()
+    save(fig, path)

@@ -1,0 +1,107 @@
+"""One self-contained HTML report per run: figures embedded, settings, timings, the emergence table."""
+
+from __future__ import annotations
+
+import base64
+import glob
+import html
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .io import atomic_path
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto;
+font-size:.8em}.note{background:#eef6ff;padding:.6em 1em;border-left:4px solid #58a}figcaption{font-size:.9em;color:#444}
+"""
+
+
+def _img(path: str | Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
+
+
+def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    return df.to_html(index=False, border=0, float_format=lambda v: floatfmt.format(v), na_rep="–")
+
+
+def benchmark_table(bench_dir: str | Path) -> pd.DataFrame:
+    """Wall-clock seconds and peak memory of every rule whose ``benchmark:`` file exists (globbed at run time)."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(bench_dir, "**", "*.tsv"), recursive=True)):
+        df = pd.read_csv(path, sep="\t")
+        rel = os.path.relpath(path, bench_dir)
+        rule, job = os.path.dirname(rel), Path(rel).stem
+        rows.append({"rule": rule, "job": job, "seconds": float(df["s"].iloc[0]),
+                     "max_rss_mb": float(df["max_rss"].iloc[0]) if "max_rss" in df else float("nan")})
+    return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
+
+
+def write_report(out: str | Path, *, config: dict, figures: dict[str, str], captions: dict[str, str],
+                 emergence: pd.DataFrame, agreement: pd.DataFrame, classifier_accuracy: pd.DataFrame,
+                 sample_scores: dict[str, pd.DataFrame], hparams: dict[str, dict], bench_dir: str | Path,
+                 orders: dict[str, list[str]]) -> None:
+    """Write the HTML report atomically (see the module docstring)."""
+    run = config["run_name"]
+    ds = config["dataset"]
+    models = pd.DataFrame([{"model": name, "parameters": hp.get("n_params"),
+                            "training steps": hp.get("settings", {}).get("steps"),
+                            "batch size": hp.get("settings", {}).get("batch_size"),
+                            "resolution": hp.get("resolution"), "sigma_min": hp.get("sigma_min"),
+                            "sigma_max": hp.get("sigma_max"), "train images": hp.get("n_train")}
+                           for name, hp in hparams.items()])
+    scores = pd.concat([df.assign(model=m) for m, df in sample_scores.items()])[["model", "factor", "tv_distance",
+                                                                               "n_samples"]]
+    bench = benchmark_table(bench_dir)
+    em = emergence.pivot_table(index=["factor"], columns=["measurement", "threshold"], values="tau").round(3)
+    em.columns = [f"{m} τ@{int(q * 100)}%" for m, q in em.columns]
+    em_ci = emergence.assign(ci=emergence.apply(lambda r: f"{r['tau']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+                                                axis=1))
+    em_ci = em_ci.pivot(index="factor", columns=["measurement", "threshold"], values="ci")
+    em_ci.columns = [f"{m} @{int(q * 100)}%" for m, q in em_ci.columns]
+    parts = [
+        f"<h1>Latent abstractions in generative diffusion models — run <code>{html.escape(run)}</code></h1>",
+        '<p class="note"><b>Time convention.</b> τ is generative time in [0, 1]: τ = 0 is pure noise (the VE '
+        "prior), τ = 1 is data. A state at τ carries noise of std σ(1 − τ), with σ(t) = σ<sub>min</sub>"
+        "(σ<sub>max</sub>/σ<sub>min</sub>)<sup>t</sup>.</p>",
+        "<p>Three measurements of when each Shapes3D factor is committed along the generative path: "
+        "<b>linear probes</b> on the unconditional score network's features of images noised to τ; the "
+        "<b>mutual information</b> I(Y<sub>τ</sub>; factor), the integral from τ = 0 to τ of "
+        "½ g² E‖s(y, t | factor) − s(y, t)‖² from a conditional network; and <b>forking</b>: generate to τ, "
+        "fork into independent continuations, and measure the entropy of the forks' labels.</p>",
+        f"<h2>Data and models</h2><p>Dataset source: <b>{html.escape(ds['source'])}</b>"
+        + (f" ({ds['synthetic']['resolution']}×{ds['synthetic']['resolution']}, levels "
+           f"{ds['synthetic']['levels']})" if ds["source"] == "synthetic" else "") + "</p>",
+        _table(models, "{:.4g}"),
+        "<h3>Attribute classifier (held-out accuracy)</h3>", _table(classifier_accuracy),
+        "<h3>Samples vs the uniform factor grid (total variation distance of classified labels)</h3>",
+        _table(scores),
+    ]
+    for key in ("probes", "mutual_info", "forking", "samples_forks", "training_loss"):
+        if key in figures:
+            parts.append(f"<h2>{html.escape(captions.get(key, key).split('.')[0])}</h2><figure>{_img(figures[key])}"
+                         f"<figcaption>{html.escape(captions.get(key, ''))}</figcaption></figure>")
+    parts += [
+        "<h2>Emergence table</h2><p>τ at which each curve first covers 50% / 90% of its range "
+        "(forking: of its fall), with parametric-bootstrap 95% CIs.</p>", em_ci.reset_index().to_html(index=False,
+                                                                                                        border=0),
+        "<h3>Order of factors (earliest first)</h3><ul>"
+        + "".join(f"<li><b>{m}</b>: {' → '.join(o)}</li>" for m, o in orders.items()) + "</ul>",
+        "<h3>Agreement between measurements (rank correlation of the 50% times)</h3>", _table(agreement),
+        "<h2>Per-rule times (from the benchmark files)</h2>", _table(bench, "{:.1f}"),
+        "<h2>Resolved configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>",
+        "<h2>Model hyperparameters</h2><pre>" + html.escape(json.dumps(hparams, indent=1, default=str)) + "</pre>",
+    ]
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Latent abstractions — {html.escape(run)}"
+           f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    with atomic_path(out) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
