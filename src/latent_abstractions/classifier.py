@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class AttributeClassifier(nn.Module):
-    """Conv-GN-SiLU blocks with stride-2 downsampling, global average pooling, six linear heads.
+    """Conv-GN-SiLU blocks with stride-2 downsampling to 4x4, an MLP on the flattened map, six heads.
 
     Args:
         resolution: input side.
@@ -35,15 +35,18 @@ class AttributeClassifier(nn.Module):
     def __init__(self, resolution: int, width: int, levels_present: list[list[int]]):
         super().__init__()
         self.hparams = dict(resolution=resolution, width=width, levels_present=[list(map(int, v)) for v in levels_present])
-        layers, ch, res = [], 3, resolution
-        for i in range(max(2, int(np.log2(resolution)) - 2)):
+        layers, ch, res, i = [], 3, resolution, 0
+        while True:  # stride-2 blocks down to a 4x4 (or smaller) map
             out = width * min(4, 2**i)
-            layers += [nn.Conv2d(ch, out, 3, stride=1 if i == 0 else 2, padding=1),
-                       nn.GroupNorm(min(8, out // 4), out), nn.SiLU(),
+            stride = 1 if i == 0 else 2
+            layers += [nn.Conv2d(ch, out, 3, stride=stride, padding=1), nn.GroupNorm(min(8, out // 4), out), nn.SiLU(),
                        nn.Conv2d(out, out, 3, padding=1), nn.GroupNorm(min(8, out // 4), out), nn.SiLU()]
-            ch = out
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(ch, sum(N_LEVELS))
+            ch, res, i = out, res // stride, i + 1
+            if res <= 4:
+                break
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        # the flattened 4x4 map keeps where things are (orientation, scale); global pooling would lose it
+        self.head = nn.Sequential(nn.Linear(ch * 16, 8 * width), nn.SiLU(), nn.Linear(8 * width, sum(N_LEVELS)))
         mask = torch.full((sum(N_LEVELS),), float("-inf"))
         offsets = np.cumsum([0, *N_LEVELS])
         for k, present in enumerate(levels_present):
@@ -53,7 +56,7 @@ class AttributeClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-factor logits (absent levels at -inf) for images in [0, 1]."""
-        z = self.head(self.body(x * 2 - 1).mean(dim=(2, 3))) + self.mask
+        z = self.head(self.body(x * 2 - 1)) + self.mask
         return [z[:, a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
 
