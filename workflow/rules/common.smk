@@ -12,9 +12,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # Make the package importable from script: directives without installing it (scripts run in
 # subprocesses that inherit this environment).
 _SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
-)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p))
 
 RUN = config["run_name"]
 # Everything a run produces lives under results/<run_name>/ (logs and benchmarks included).
@@ -51,3 +49,40 @@ def register_final(*paths):
 
 def get_final_outputs():
     return list(_FINAL)
+
+
+# --- dataset (data.smk) ---
+
+FACTOR_NAMES = ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
+
+
+def get_dataset():
+    """Path of the 3dshapes.h5 file for the configured dataset.source."""
+    source = config["dataset"]["source"]
+    if source == "synthetic":
+        return f"{RESULTS}/data/shapes3d.h5"
+    if source == "download":
+        return "resources/shapes3d/3dshapes.h5"
+    path = config["dataset"]["path"]
+    if not path or not os.path.isfile(path):
+        raise WorkflowError(f"dataset.source is 'path' but dataset.path={path!r} is not an existing file")
+    return path
+
+
+def get_level_counts():
+    levels = config["dataset"]["synthetic"]["levels"]
+    return [levels[name] for name in FACTOR_NAMES]
+
+
+# --- measurements (measure.smk) ---
+
+def get_taus():
+    """The shared tau grid, as a list (params must be plain values)."""
+    from latent_abstractions.taus import tau_grid
+
+    t = config["taus"]
+    return tau_grid(t["start"], t["stop"], t["n"]).tolist()
+
+
+def model_file(model, name):
+    return f"{RESULTS}/models/{model}/{name}"

@@ -1,26 +1,5 @@
 # Dataset stage: the Shapes3D file (rendered, downloaded or the user's), the train/test split, a contact sheet.
 
-FACTOR_NAMES = ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
-
-
-def get_dataset():
-    """Path of the 3dshapes.h5 file for the configured dataset.source."""
-    source = config["dataset"]["source"]
-    if source == "synthetic":
-        return f"{RESULTS}/data/shapes3d.h5"
-    if source == "download":
-        return "resources/shapes3d/3dshapes.h5"
-    path = config["dataset"]["path"]
-    if not path or not os.path.isfile(path):
-        raise WorkflowError(f"dataset.source is 'path' but dataset.path={path!r} is not an existing file")
-    return path
-
-
-def get_level_counts():
-    levels = config["dataset"]["synthetic"]["levels"]
-    return [levels[name] for name in FACTOR_NAMES]
-
-
 
 rule render_shapes3d:
     output:

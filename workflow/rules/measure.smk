@@ -2,18 +2,6 @@
 # (generative time: 0 = noise, 1 = data): linear probes, mutual information, forking entropy.
 
 
-def get_taus():
-    """The shared tau grid, as a list (params must be plain values)."""
-    from latent_abstractions.taus import tau_grid
-
-    t = config["taus"]
-    return tau_grid(t["start"], t["stop"], t["n"]).tolist()
-
-
-def model_file(model, name):
-    return f"{RESULTS}/models/{model}/{name}"
-
-
 rule extract_features:
     input:
         model=model_file("uncond", "model.pt"),
