@@ -52,3 +52,14 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool =
 def workflow_copy(tmp_path: Path) -> Path:
     """A fresh copy of the workflow in a temporary directory."""
     return copy_workflow(tmp_path / "wf")
+
+
+TINY_RUN_ARGS = ("--cores", "2", "--max-threads", "1", "--configfile", "config/tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole tiny workflow run once locally (one thread per job, as the Slurm test runs it)."""
+    wf = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
+    run_snakemake(wf, *TINY_RUN_ARGS, timeout=900)
+    return wf

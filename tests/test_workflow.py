@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
+from conftest import TINY_RUN_ARGS, run_snakemake
 
 TINY = ["--configfile", "config/tiny.yaml"]
 
@@ -35,8 +35,8 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_tiny_workflow_end_to_end_and_deterministic(workflow_copy):
-    run_snakemake(workflow_copy, "--cores", "2", *TINY, timeout=900)
+def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
+    workflow_copy = tiny_run
     res = workflow_copy / "results" / "tiny"
     assert (res / "report" / "report.html").stat().st_size > 10_000
 
@@ -53,8 +53,8 @@ def test_tiny_workflow_end_to_end_and_deterministic(workflow_copy):
     proc = run_snakemake(workflow_copy, "-n", *TINY, timeout=120)
     assert "Nothing to be done" in proc.stdout + proc.stderr
     before = {p.name: _digest(p) for p in (res / "tables").glob("*.parquet")}
-    run_snakemake(workflow_copy, "--cores", "2", *TINY, "--forcerun", "extract_features",
-                  "estimate_mutual_information", "run_forking", timeout=900)
+    run_snakemake(workflow_copy, *TINY_RUN_ARGS, "--forcerun", "extract_features", "estimate_mutual_information",
+                  "run_forking", timeout=900)
     after = {p.name: _digest(p) for p in (res / "tables").glob("*.parquet")}
     for name in ("probes.parquet", "mutual_info.parquet", "forking.parquet"):
         assert after[name] == before[name], f"{name} changed when recomputed with the same config"

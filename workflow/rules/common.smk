@@ -86,3 +86,17 @@ def get_taus():
 
 def model_file(model, name):
     return f"{RESULTS}/models/{model}/{name}"
+
+
+# Light rules run on the submit host when a cluster executor is used.
+localrules:
+    all,
+    split_dataset,
+    plot_contact_sheet,
+    plot_probes,
+    plot_mutual_info,
+    plot_forking,
+    plot_samples_forks,
+    plot_training_loss,
+    make_emergence_table,
+    make_report,

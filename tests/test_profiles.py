@@ -1,0 +1,45 @@
+"""The local and Slurm profiles: parseable, commented, and asking for GPUs exactly on the GPU rules."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_snakemake
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted((ROOT / "profiles").glob("*/config.yaml"))
+GPU_RULES = {"train_score_model", "train_classifier", "sample_images", "extract_features",
+             "estimate_mutual_information", "run_forking"}
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.parent.name)
+def test_profile_parses_and_every_key_is_commented(path):
+    assert isinstance(yaml.safe_load(path.read_text()), dict)
+    lines = path.read_text().splitlines()
+    bare, section = [], None
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z_][\w-]*):", line)
+        if not m:
+            continue
+        if not m.group(1):
+            section = m.group(2)
+        rule_name = section == "set-resources" and len(m.group(1)) == 2  # a rule's block: its entries count
+        if "#" not in line and not lines[i - 1].strip().startswith("#") and not rule_name:
+            bare.append(m.group(2))
+    assert not bare, f"{path}: keys without a comment: {bare}"
+
+
+def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy):
+    proc = run_snakemake(workflow_copy, "-n", "--forceall", "--profile", "profiles/slurm", "--configfile",
+                         "config/tiny.yaml", timeout=120)
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, flags=re.M)
+    assert jobs, proc.stdout[-2000:]
+    seen = set()
+    for rule, resources in jobs:
+        seen.add(rule)
+        has_gpu = re.search(r"\bgpu=1\b", resources) is not None
+        assert has_gpu == (rule in GPU_RULES), f"{rule}: {resources}"
+        assert "slurm_partition=main" in resources
+    assert GPU_RULES <= seen
