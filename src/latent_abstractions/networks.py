@@ -19,99 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _groups(ch: int) -> int:
-    return min(32, max(1, ch // 4))
-
-
-class FIR(nn.Module):
-    """Depthwise FIR up/down-sampling by 2 with a separable kernel built once as a buffer."""
-
-    def __init__(self, taps: Sequence[float] = (1, 3, 3, 1)):
-        super().__init__()
-        k = torch.tensor(taps, dtype=torch.float32)
-        k = torch.outer(k, k)
-        self.register_buffer("kernel", k / k.sum(), persistent=False)
-        self.pad = (len(taps) - 2) // 2 + (len(taps) % 2)
-
-    def down(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        w = self.kernel.to(x.dtype).expand(c, 1, *self.kernel.shape)
-        return F.conv2d(F.pad(x, (self.pad,) * 4), w, stride=2, groups=c)
-
-    def up(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        w = (self.kernel * 4).to(x.dtype).expand(c, 1, *self.kernel.shape)
-        return F.conv_transpose2d(x, w, stride=2, padding=self.pad, groups=c)
-
-
-class ResBlock(nn.Module):
-    """BigGAN-style residual block: GN-SiLU-(resample)-conv, + noise embedding, GN-SiLU-dropout-conv."""
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, skip_rescale: bool,
-                 resample: str | None = None, fir: FIR | None = None):
-        super().__init__()
-        self.norm0 = nn.GroupNorm(_groups(in_ch), in_ch, eps=1e-6)
-        self.conv0 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
-        self.norm1 = nn.GroupNorm(_groups(out_ch), out_ch, eps=1e-6)
-        self.dropout = nn.Dropout(dropout)
-        self.conv1 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv1.weight)
-        nn.init.zeros_(self.conv1.bias)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if (in_ch != out_ch or resample) else None
-        self.resample, self.fir = resample, fir
-        self.scale = 1 / math.sqrt(2) if skip_rescale else 1.0
-
-    def _resample(self, x):
-        if self.resample == "down":
-            return self.fir.down(x)
-        if self.resample == "up":
-            return self.fir.up(x)
-        return x
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.norm0(x))
-        h = self.conv0(self._resample(h))
-        x = self._resample(x)
-        h = h + self.emb(emb)[:, :, None, None]
-        h = self.conv1(self.dropout(F.silu(self.norm1(h))))
-        if self.skip is not None:
-            x = self.skip(x)
-        return (x + h) * self.scale
-
-
-class Attention(nn.Module):
-    """Single-head self-attention over spatial positions, residual with skip rescaling."""
-
-    def __init__(self, ch: int, skip_rescale: bool):
-        super().__init__()
-        self.norm = nn.GroupNorm(_groups(ch), ch, eps=1e-6)
-        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
-        self.proj = nn.Conv2d(ch, ch, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-        self.scale = 1 / math.sqrt(2) if skip_rescale else 1.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, hh, ww = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, hh * ww).unbind(1)
-        h = F.scaled_dot_product_attention(q.transpose(1, 2)[:, None], k.transpose(1, 2)[:, None],
-                                           v.transpose(1, 2)[:, None])[:, 0]
-        h = self.proj(h.transpose(1, 2).reshape(b, c, hh, ww))
-        return (x + h) * self.scale
-
-
-class FourierEmbedding(nn.Module):
-    """Gaussian Fourier features of log(sigma) with fixed random frequencies."""
-
-    def __init__(self, dim: int, scale: float):
-        super().__init__()
-        self.register_buffer("freqs", torch.randn(dim // 2) * scale)
-
-    def forward(self, log_sigma: torch.Tensor) -> torch.Tensor:
-        arg = 2 * math.pi * log_sigma[:, None] * self.freqs[None]
-        return torch.cat([arg.sin(), arg.cos()], dim=1)
+from .layers import FIR, Attention, FourierEmbedding, ResBlock, group_count
 
 
 class NCSNpp(nn.Module):
@@ -187,7 +95,7 @@ class NCSNpp(nn.Module):
             if level > 0:
                 self.up.append(ResBlock(ch, ch, resample="up", **block))
                 res *= 2
-        self.norm_out = nn.GroupNorm(_groups(ch), ch, eps=1e-6)
+        self.norm_out = nn.GroupNorm(group_count(ch), ch, eps=1e-6)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -203,12 +111,18 @@ class NCSNpp(nn.Module):
         return enc + ["bottleneck"] + dec
 
     def _embedding(self, sigma: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if sigma.numel() not in (1, batch):
+            raise ValueError(f"sigma must be a scalar or have one value per example ({batch}), "
+                             f"got shape {tuple(sigma.shape)}")
         sigma = sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma.reshape(-1)
         emb = self.emb0(self.fourier(sigma.log()))
         if self.label_emb is not None:
             if labels is None:
                 labels = torch.full((batch, len(self.label_emb)), -1, dtype=torch.long, device=sigma.device)
-            labels = torch.where(labels < 0, self.null_index, labels)
+            if labels.ndim != 2 or labels.shape != (batch, len(self.label_emb)):
+                raise ValueError(f"labels must be (batch={batch}, {len(self.label_emb)}) level indices "
+                                 f"(-1 = null), got shape {tuple(labels.shape)}")
+            labels = torch.where(labels < 0, self.null_index, labels.long())
             for k, table in enumerate(self.label_emb):
                 emb = emb + table(labels[:, k])
         elif labels is not None and bool((labels >= 0).any()):
@@ -254,12 +168,35 @@ class NCSNpp(nn.Module):
         return out / sig.to(out.dtype)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Score estimate at noise level ``sigma`` (scalar or (B,)); ``labels`` (B, 6) or None."""
+        """Score estimate s(x, sigma) ~ grad_x log p_sigma(x).
+
+        Args:
+            x: noisy images (B, C, H, W) (any memory format).
+            sigma: noise std, a float, a 0-d or a (B,) tensor.
+            labels: conditional networks only: (B, n_factors) official level indices, -1 = null (that
+                factor not given); None = all null. Unconditional networks accept None or all -1.
+
+        Returns:
+            (B, C, H, W): the last layer's output divided by sigma.
+        """
         return self._run(x, sigma, labels, None)
 
     def forward_features(self, x: torch.Tensor, sigma: torch.Tensor | float, names: Sequence[str],
                          labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The named feature maps (B, C, h, w); stops as soon as all are computed."""
+        """Named intermediate feature maps, computed by the same pass as :meth:`forward`.
+
+        ``enc_<r>``: output of the last block (after attention) of the encoder level at resolution r;
+        ``bottleneck``: output of the middle ResBlock-Attention-ResBlock; ``dec_<r>``: output of the last
+        block of the decoder level at resolution r (before upsampling). The pass stops as soon as every
+        requested map is computed.
+
+        Args:
+            x, sigma, labels: as for :meth:`forward`.
+            names: a subset of :meth:`feature_names`.
+
+        Returns:
+            {name: (B, C, h, w) tensor}.
+        """
         unknown = set(names) - set(self.feature_names())
         if unknown:
             raise KeyError(f"unknown feature maps {sorted(unknown)}; available: {self.feature_names()}")

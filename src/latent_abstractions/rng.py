@@ -8,7 +8,7 @@ import torch
 
 
 def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One seeded ``torch.Generator`` per sample."""
+    """One ``torch.Generator`` per sample, seeded with ``seeds[k]``, on ``device``."""
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 

@@ -25,6 +25,8 @@ from .sde import VESDE
 
 @dataclass
 class SampleResult:
+    """Output of :func:`sample`."""
+
     x: torch.Tensor                                               # final states (B, C, H, W)
     states: dict[float, torch.Tensor] = field(default_factory=dict)  # tau -> x at that tau (on CPU)
 
@@ -34,12 +36,24 @@ def time_grid(steps: int, tau_start: float = 0.0, tau_end: float = 1.0, eps: flo
 
     The global grid is linspace(0, 1 - eps, steps + 1) (tau = 1 - eps is forward time eps, where the SDE
     stops). Points inside [tau_start, tau_end] are kept and the ends are inserted when not on the grid, so
-    consecutive pieces of one path share their grid points.
+    consecutive pieces of one path share their grid points. tau_end is clipped to 1 - eps.
+
+    Args:
+        steps: number of steps of the whole path 0 -> 1 - eps.
+        tau_start, tau_end: the piece of the path wanted, 0 <= tau_start <= tau_end <= 1.
+        eps: forward time at which sampling stops.
+
+    Returns:
+        Increasing float64 generative times; a single point when the piece has length zero.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     if not 0 <= tau_start <= tau_end <= 1:
         raise ValueError(f"need 0 <= tau_start <= tau_end <= 1, got {tau_start}, {tau_end}")
     end = min(tau_end, 1 - eps)
     start = min(tau_start, end)
+    if end - start < 1e-9:
+        return torch.tensor([end], dtype=torch.float64)
     full = np.linspace(0.0, 1 - eps, steps + 1)
     inside = full[(full > start + 1e-9) & (full < end - 1e-9)]
     return torch.tensor(np.concatenate([[start], inside, [end]]), dtype=torch.float64)
@@ -53,7 +67,7 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
 def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
            generators: Sequence[torch.Generator], method: str = "pc", snr: float = 0.16,
            n_corrector: int = 1, labels: torch.Tensor | None = None, record_taus: Sequence[float] = (),
-           denoise: bool = True, progress: bool = False) -> SampleResult:
+           denoise: bool = True, progress: bool = False, eps: float = 1e-5) -> SampleResult:
     """Integrate the reverse SDE from x at taus[0] to taus[-1].
 
     Args:
@@ -63,21 +77,35 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
         taus: increasing generative times (see :func:`time_grid`).
         generators: one torch.Generator per sample (advanced in place).
         method: "pc" (reverse-diffusion predictor + Langevin corrector) or "em" (Euler-Maruyama).
-        snr: corrector signal-to-noise ratio (pc only).
+        snr: corrector signal-to-noise ratio (pc only). The Langevin step is 2 (snr ||z|| / ||score||)^2
+            with norms taken per sample (Song et al. average them over the batch; per-sample keeps each
+            sample independent of its batch).
         n_corrector: corrector steps per grid point (pc only).
         labels: conditioning labels (B, 6) with -1 = null, or None.
         record_taus: grid taus at which to keep a copy of x (returned on CPU, keyed by the grid value).
         denoise: at the end, replace x by its Tweedie denoised mean x + sigma^2 score (only when the path
             ends at the last grid point, tau = 1 - eps; also for a zero-length path that starts there).
+        progress: show a tqdm bar.
+        eps: the grid's eps (see :func:`time_grid`), to recognise the last grid point.
 
     Returns:
         SampleResult with the final x and the recorded states.
     """
     if method not in ("pc", "em"):
         raise ValueError(f"method must be 'pc' or 'em', got {method!r}")
-    taus = torch.as_tensor(taus, dtype=torch.float64)
+    taus = torch.as_tensor(taus, dtype=torch.float64).reshape(-1)
+    if len(taus) == 0 or bool((taus.diff() <= 0).any()) or float(taus[0]) < 0 or float(taus[-1]) > 1:
+        raise ValueError(f"taus must be a non-empty strictly increasing grid in [0, 1], got {taus.tolist()}")
+    if len(generators) != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} samples but {len(generators)} generators (one per sample)")
     record = {float(r) for r in record_taus}
+    off_grid = [r for r in record if not bool(((taus - r).abs() < 1e-7).any())]
+    if off_grid:
+        raise ValueError(f"record_taus {sorted(off_grid)} are not on the sampling grid {taus.tolist()}")
     states: dict[float, torch.Tensor] = {}
+
+    def sigma(t: float) -> float:  # float64 maths for the step sizes
+        return float(sde.sigma(torch.tensor(t, dtype=torch.float64)))
 
     def maybe_record(tau: float, x: torch.Tensor) -> None:
         for r in record:
@@ -94,16 +122,18 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
                 z = randn_like_per_sample(x, generators)
                 step = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp_min(1e-12)) ** 2
                 x = x + step * grad + (2 * step).sqrt() * z
-            var = float(sde.sigma(t_now) ** 2 - sde.sigma(t_next) ** 2)
+            # reverse-diffusion predictor: the discretised VE SDE x_{i+1} = x_i + sqrt(s_i^2 - s_{i+1}^2) z, reversed
+            var = sigma(t_now) ** 2 - sigma(t_next) ** 2
             x = x + var * score_fn(x, t_now, labels)
             x = x + var**0.5 * randn_like_per_sample(x, generators)
         else:
+            # Euler-Maruyama backwards in t: x(t - dt) = x(t) - f_rev dt + g sqrt(dt) z, f_rev = -g^2 score
             dt = t_now - t_next
-            g2 = float(sde.g2(t_now))
-            x = x + g2 * dt * score_fn(x, t_now, labels)
+            g2 = float(sde.g2(torch.tensor(t_now, dtype=torch.float64)))
+            x = x - dt * sde.reverse_drift(x, t_now, score_fn(x, t_now, labels))
             x = x + (g2 * dt) ** 0.5 * randn_like_per_sample(x, generators)
         maybe_record(float(taus[i + 1]), x)
     t_end = float(sde.tau_to_t(taus[-1]))
-    if denoise and abs(float(taus[-1]) - float(time_grid(1)[-1])) < 1e-9:
-        x = x + float(sde.sigma(t_end) ** 2) * score_fn(x, t_end, labels)
+    if denoise and abs(float(taus[-1]) - (1 - eps)) < 1e-9:
+        x = x + sigma(t_end) ** 2 * score_fn(x, t_end, labels)  # Tweedie: E[x_0 | x_t]
     return SampleResult(x=x, states=states)

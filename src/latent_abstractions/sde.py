@@ -19,7 +19,7 @@ def _as_tensor(t, like: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(t, torch.Tensor):
         return t
     dev = like.device if like is not None else None
-    return torch.tensor(float(t), dtype=torch.float32, device=dev)
+    return torch.tensor(float(t), dtype=torch.float64 if like is None else torch.float32, device=dev)
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -91,15 +91,32 @@ class VESDE:
         return 1 - t
 
 
-def sigma_max_from_data(images: torch.Tensor, chunk: int = 2048) -> float:
+def sigma_max_from_data(images: torch.Tensor, max_pairs: int | None = None, chunk: int = 1024) -> float:
     """Largest pairwise Euclidean distance between images (Song & Ermon 2020, technique 1).
 
+    Exact: every pair i < j is visited, in (chunk x chunk) blocks of ``torch.cdist`` in float64 on the
+    images' device (memory O(chunk^2 + N D)), so N up to ~50k is practical on a GPU.
+
     Args:
-        images: (N, C, H, W) float tensor, on the scale the model sees.
-        chunk: rows per block of the pairwise-distance computation (memory O(chunk * N)).
+        images: (N, C, H, W) float tensor on the scale the model sees, N >= 2.
+        max_pairs: if given and N (N - 1) / 2 exceeds it, only the first n images are used, with n the
+            largest such that n (n - 1) / 2 <= max_pairs (pass a shuffled tensor for a random subset).
+        chunk: rows per block.
+
+    Returns:
+        The largest distance, a Python float.
     """
-    x = images.flatten(1).double()
-    best = 0.0
-    for i in range(0, len(x), chunk):
-        best = max(best, float(torch.cdist(x[i:i + chunk], x).max()))
-    return best
+    if images.ndim != 4 or not images.is_floating_point() or images.shape[0] < 2:
+        raise ValueError(f"images must be a float (N >= 2, C, H, W) tensor, got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    n = images.shape[0]
+    if max_pairs is not None:
+        if max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+        n = min(n, int((1 + math.isqrt(1 + 8 * int(max_pairs))) // 2))
+    x = images[:n].flatten(1).double()
+    best = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, n, chunk):
+        for j in range(i, n, chunk):  # the upper triangle of blocks suffices
+            best = torch.maximum(best, torch.cdist(x[i:i + chunk], x[j:j + chunk]).max())
+    return float(best)
