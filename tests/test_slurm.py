@@ -1,0 +1,132 @@
+"""The tiny workflow through `snakemake --profile profiles/slurm` on a real single-node Slurm cluster.
+
+Checks that every non-local rule ran as a Slurm job, that the outputs equal a local run's with the same seed,
+and that a job failing under Slurm is reported as failed and a rerun then completes. Skips with the reason
+where the cluster cannot be started (not root, or Slurm not installed: `bash scripts/slurm_local.sh install`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, copy_workflow, snakemake_exe
+
+pytestmark = pytest.mark.slurm
+
+SLURM_RULES = {"render_shapes3d", "train_score_model", "train_classifier", "sample_images", "extract_features",
+               "fit_linear_probes", "estimate_mutual_information", "run_forking"}
+GPU_RULES = ("train_score_model", "train_classifier", "sample_images", "extract_features",
+             "estimate_mutual_information", "run_forking")
+# The test's overrides of the profile: the local partition, no GPUs, fast status polling through squeue
+# (no accounting database), one thread per job as in the local reference run.
+OVERRIDES = [
+    "--default-resources", "slurm_partition=debug", "mem_mb=2000", "runtime=30",
+    "--set-resources", *[f"{rule}:gpu=0" for rule in GPU_RULES],
+    "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+    "--max-threads", "1", "--retries", "0", "--jobs", "4",
+]
+
+
+def slurm(*args: str) -> str:
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root")
+    if shutil.which("slurmctld") is None:
+        pytest.skip("Slurm is not installed (bash scripts/slurm_local.sh install)")
+    script = ROOT / "scripts" / "slurm_local.sh"
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        pytest.skip(f"the local Slurm cluster did not start: {proc.stderr[-500:]}")
+    yield
+    subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=60)
+
+
+def run_profile(wf: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """snakemake --profile profiles/slurm in ``wf`` under a hard timeout that kills the whole process group."""
+    cmd = [snakemake_exe(), "--profile", "profiles/slurm", *OVERRIDES, *extra, "--configfile", "config/tiny.yaml"]
+    proc = subprocess.Popen(cmd, cwd=wf, env={**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"snakemake under Slurm did not finish in {timeout} s:\n{out[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def job_table(after: int) -> pd.DataFrame:
+    """Slurm jobs with id > ``after``: rule (from the plugin's job comment), job id, state, elapsed."""
+    rows = []
+    for line in slurm("squeue", "--states=all", "--noheader", "--format=%i|%k|%T|%M").splitlines():
+        job_id, comment, state, elapsed = line.split("|")
+        if int(job_id) > after and comment.startswith("rule_"):
+            rule = comment[len("rule_"):].split("_wildcards_")[0]
+            rows.append({"rule": rule, "job_id": int(job_id), "state": state, "elapsed": elapsed,
+                         "wildcards": comment.split("_wildcards_")[1] if "_wildcards_" in comment else ""})
+    return pd.DataFrame(rows, columns=["rule", "job_id", "state", "elapsed", "wildcards"]).sort_values("job_id")
+
+
+def last_job_id() -> int:
+    ids = [int(x) for x in slurm("squeue", "--states=all", "--noheader", "--format=%i").split()]
+    return max(ids, default=0)
+
+
+def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny_run, tmp_path):
+    wf = copy_workflow(tmp_path / "wf")
+    before = last_job_id()
+    proc = run_profile(wf)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    jobs = job_table(before)
+    print("\nSlurm job table (first run):\n" + jobs.to_string(index=False))
+    assert set(jobs["rule"]) == SLURM_RULES, jobs
+    assert (jobs["state"] == "COMPLETED").all(), jobs
+    assert len(jobs) == len(SLURM_RULES) + 2  # two score models and two sample jobs
+    # the plugin's own per-job logs name the same job ids
+    logged = {int(p.stem) for p in (wf / ".snakemake" / "slurm_logs").rglob("*.log")}
+    assert set(jobs["job_id"]) <= logged
+
+    res, ref = wf / "results" / "tiny", tiny_run / "results" / "tiny"
+    for table in ("probes", "mutual_info", "forking", "classifier_accuracy", "sample_scores_uncond",
+                  "sample_scores_cond", "emergence"):
+        pd.testing.assert_frame_equal(pd.read_parquet(res / "tables" / f"{table}.parquet"),
+                                      pd.read_parquet(ref / "tables" / f"{table}.parquet"), obj=table)
+    for h5 in ("samples/uncond.h5", "forking/strips.h5", "data/shapes3d.h5"):
+        with h5py.File(res / h5) as a, h5py.File(ref / h5) as b:
+            np.testing.assert_array_equal(a["images"][...], b["images"][...], err_msg=h5)
+    assert (res / "report" / "report.html").exists()
+
+    # A job that fails under Slurm: corrupt the probes' input; fit_linear_probes must fail and be reported.
+    features = res / "features" / "features.parquet"
+    good = features.read_bytes()
+    features.write_bytes(b"not parquet")
+    before = last_job_id()
+    proc = run_profile(wf)
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    failed = job_table(before)
+    print("Slurm job table (failing run):\n" + failed.to_string(index=False))
+    assert list(failed["rule"]) == ["fit_linear_probes"] and list(failed["state"]) == ["FAILED"], failed
+    assert "fit_linear_probes" in proc.stdout and "Error" in proc.stdout
+
+    # Repair the input and rerun: it completes.
+    features.write_bytes(good)
+    before = last_job_id()
+    proc = run_profile(wf)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    rerun = job_table(before)
+    assert list(rerun["rule"]) == ["fit_linear_probes"] and list(rerun["state"]) == ["COMPLETED"], rerun
+    pd.testing.assert_frame_equal(pd.read_parquet(res / "tables" / "probes.parquet"),
+                                  pd.read_parquet(ref / "tables" / "probes.parquet"))
