@@ -88,9 +88,11 @@ def model_file(model, name):
     return f"{RESULTS}/models/{model}/{name}"
 
 
-# Light rules run on the submit host when a cluster executor is used.
+# Light rules run on the submit host when a cluster executor is used; so does the download (compute nodes
+# often have no internet access).
 localrules:
     all,
+    download_shapes3d,
     split_dataset,
     plot_contact_sheet,
     plot_probes,
