@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import socket
 import threading
 
 import pytest
@@ -52,7 +53,8 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -112,8 +114,27 @@ def test_bad_download_is_rejected_and_leaves_no_output(tmp_path, h5_bytes, case)
 
 
 def test_unreachable_server_fails_after_retries(tmp_path):
-    with Server({}) as srv:
-        url = f"{srv.url}/missing.h5"
-        with pytest.raises(DownloadError, match="3 attempts"):
-            download(url, tmp_path / "x.h5", retries=2, backoff=0.01, progress=False)
+    with socket.socket() as sock:  # a port nobody listens on: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadError, match="3 attempts"):
+        download(f"http://127.0.0.1:{port}/3dshapes.h5", tmp_path / "x.h5", retries=2, backoff=0.01,
+                 progress=False)
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_missing_file_fails_at_once_without_retrying(tmp_path):
+    with Server({}) as srv, pytest.raises(DownloadError, match="HTTP 404"):
+        download(f"{srv.url}/missing.h5", tmp_path / "x.h5", retries=3, backoff=0.01, progress=False)
+    assert len(srv.requests) == 1
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_complete_part_file_from_an_earlier_run_is_finished(tmp_path, h5_bytes):
+    """A run killed after the transfer but before the rename: the server answers 416, the part is used."""
+    dest = tmp_path / "3dshapes.h5"
+    (tmp_path / "3dshapes.h5.part").write_bytes(h5_bytes)
+    with Server({"3dshapes.h5": h5_bytes}) as srv:
+        download(f"{srv.url}/3dshapes.h5", dest, backoff=0.01, progress=False)
+    assert srv.requests == [f"bytes={len(h5_bytes)}-"]
+    assert dest.read_bytes() == h5_bytes and not (tmp_path / "3dshapes.h5.part").exists()

@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latent_abstractions import shapes3d
+
 from latent_abstractions.render import GridSpec
 from latent_abstractions.shapes3d import DatasetError, load_shapes3d, load_split, make_split, to_model_input, \
     write_synthetic
@@ -34,6 +36,25 @@ def test_loader_reads_images_in_requested_order(tiny):
     np.testing.assert_array_equal(got, allim[idx])
     x = to_model_input(got)
     assert x.shape == (4, 3, 8, 8) and float(x.min()) >= 0 and float(x.max()) <= 1
+
+
+@pytest.mark.parametrize("chunks", [(5, 8, 8, 3), None])
+def test_images_reads_any_selection_from_chunked_and_contiguous_files(tiny, tmp_path, monkeypatch, chunks):
+    """Slab reads along the chunks give exactly the requested images, in order, repeats included."""
+    with h5py.File(tiny) as f:
+        images, labels = f["images"][...], f["labels"][...]
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=images, chunks=chunks)
+        f["labels"] = labels
+    monkeypatch.setattr(shapes3d, "_MAX_SLAB", 7)  # force several slabs per run
+    monkeypatch.setattr(shapes3d, "_CONTIGUOUS_WINDOW", 4)
+    data = load_shapes3d(path)
+    rng = np.random.default_rng(0)
+    for idx in (rng.integers(0, 64, 40), np.arange(64)[::-1], np.array([63, 0, 0, 31]), np.array([], int)):
+        np.testing.assert_array_equal(data.images(idx), images[idx])
+    with pytest.raises(IndexError, match="out of range"):
+        data.images([64])
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -9,6 +9,7 @@ deleted and reported; nothing that looks complete is left behind.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import time
@@ -42,6 +43,9 @@ def _fetch_into(url: str, part: Path, timeout: float, chunk: int, progress: bool
             log.warning("%s: server does not support resuming; restarting from byte 0", url)
             have = 0
             part.unlink(missing_ok=True)
+        elif have and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            raise DownloadError(f"{url}: asked for bytes {have}- but the server sent "
+                                f"Content-Range {resp.headers.get('Content-Range')!r}")
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         with open(part, "ab") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
@@ -70,7 +74,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retri
         timeout: socket timeout per request (seconds).
 
     Raises:
-        DownloadError: if the transfer keeps failing.
+        DownloadError: if the transfer keeps failing, or at once on an HTTP client error (404 etc.).
         DatasetError: if the file's checksum or HDF5 layout is wrong (the download is deleted).
     """
     dest = Path(dest)
@@ -80,7 +84,10 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retri
         try:
             _fetch_into(url, part, timeout, chunk, progress)
             break
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as err:
+            code = getattr(err, "code", None)
+            if code is not None and 400 <= code < 500 and code not in (408, 429):
+                raise DownloadError(f"{url}: HTTP {code} {err.reason}") from err  # a wrong URL won't heal
             if attempt == retries:
                 raise DownloadError(f"{url}: download failed after {retries + 1} attempts: {err}") from err
             wait = backoff * 2**attempt

@@ -25,7 +25,7 @@ rule download_shapes3d:
     output:
         h5="resources/shapes3d/3dshapes.h5",
     log:
-        "resources/shapes3d/download_shapes3d.log",
+        f"{LOGS}/download_shapes3d/download_shapes3d.log",
     params:
         url=config["dataset"]["url"],
         sha256=config["dataset"]["sha256"],
