@@ -6,6 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,6 +49,9 @@ def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
         assert df["tau"].nunique() == n_tau, name
     assert tables["probes"]["accuracy"].between(0, 1).all()
     assert tables["forking"]["entropy"].between(0, 1).all()
+    mi = tables["mutual_info"]
+    assert (mi["mi"] >= -3 * mi["se"] - 1e-9).all() and (mi["mi"] <= mi["ceiling"] + 3 * mi["se"] + 1e-9).all()
+    assert (mi["ceiling"] == np.log(mi["n_levels"])).all()
 
     # Nothing left to do, and the same config gives the same Parquet when recomputed.
     proc = run_snakemake(workflow_copy, "-n", *TINY, timeout=120)
@@ -58,3 +62,20 @@ def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
     after = {p.name: _digest(p) for p in (res / "tables").glob("*.parquet")}
     for name in ("probes.parquet", "mutual_info.parquet", "forking.parquet"):
         assert after[name] == before[name], f"{name} changed when recomputed with the same config"
+
+
+def test_dataset_source_path_uses_the_users_file(workflow_copy, tmp_path):
+    missing = tmp_path / "absent.h5"
+    (workflow_copy / "path.yaml").write_text(f"dataset: {{source: path, path: {missing}}}\n")
+    proc = run_snakemake(workflow_copy, "-n", *TINY, "path.yaml", check=False, timeout=120)
+    assert proc.returncode != 0 and "dataset.path" in proc.stdout + proc.stderr and str(missing) in proc.stdout + proc.stderr
+    from latent_abstractions.render import GridSpec
+    from latent_abstractions.shapes3d import write_synthetic
+
+    mine = tmp_path / "mine.h5"
+    write_synthetic(mine, GridSpec.from_counts(8, [2] * 6), progress=False)
+    (workflow_copy / "path.yaml").write_text(f"dataset: {{source: path, path: {mine}}}\n")
+    proc = run_snakemake(workflow_copy, "-n", *TINY, "path.yaml", timeout=120)
+    jobs = set(re.findall(r"^rule (\w+):", proc.stdout, flags=re.M))
+    assert "split_dataset" in jobs and not jobs & {"render_shapes3d", "download_shapes3d"}
+    assert str(mine) in proc.stdout  # the user's file is read in place, not copied
