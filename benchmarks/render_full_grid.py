@@ -1,10 +1,13 @@
 """Render the full official Shapes3D grid (480,000 images) with this project's renderer; print time and size.
 
-    python benchmarks/render_full_grid.py /tmp/3dshapes_synthetic.h5 [--resolution 64]
+    nice -n 19 .venv/bin/python benchmarks/render_full_grid.py /tmp/3dshapes_synthetic.h5 [--resolution 64]
+
+Also prints the peak resident memory, to show the grid is streamed rather than held in memory.
 """
 
 import argparse
 import os
+import resource
 import time
 
 from latent_abstractions.factors import N_LEVELS
@@ -21,4 +24,5 @@ write_synthetic(args.out, spec)
 dt = time.perf_counter() - t0
 size = os.path.getsize(args.out)
 print(f"images: {spec.n_images}  resolution: {args.resolution}  time: {dt:.1f} s  "
-      f"({spec.n_images / dt:.0f} img/s)  file: {size / 2**20:.1f} MiB")
+      f"({spec.n_images / dt:.0f} img/s)  file: {size / 2**20:.1f} MiB  "
+      f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")

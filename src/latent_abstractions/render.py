@@ -195,11 +195,31 @@ def render_geometry(resolution: int, scale: float, shape: int, orientation: floa
     return cover.astype(np.float32)
 
 
+def _region_colour(cover_r: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """One region's contribution ``cover_r * rgb * 255`` in fixed point (units of 1/256 level), uint16.
+
+    Three contributions sum to at most 255 * 256 + 2 (coverages sum to the mean shade <= 1), so the sum
+    of a floor, a wall and an object contribution never overflows uint16.
+    """
+    return np.rint(cover_r[..., None] * (rgb * (255.0 * 256.0))).astype(np.uint16)
+
+
+def _to_uint8(total: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Fixed-point sum (uint16, 1/256 level) -> uint8, rounded to nearest."""
+    total += 128
+    return np.right_shift(total, 8, out=out, casting="unsafe", dtype=np.uint16) if out is not None \
+        else (total >> 8).astype(np.uint8)
+
+
 def colourise(cover: np.ndarray, floor_hue: float, wall_hue: float, object_hue: float) -> np.ndarray:
-    """uint8 image(s) from coverage (..., 3, H, W) and the three hues: sum_r cover_r * rgb(hue_r)."""
-    rgb = np.stack([hue_rgb(floor_hue), hue_rgb(wall_hue), hue_rgb(object_hue)])  # (3 regions, 3 channels)
-    img = np.einsum("...rhw,rc->...hwc", cover, rgb)
-    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    """uint8 image(s) (..., H, W, 3) from coverage (..., 3, H, W) and the three hues.
+
+    ``image = sum_r cover_r * rgb(hue_r)``, computed in the same fixed point as :func:`iter_grid_images`,
+    so a direct render is bit-identical to the image in the grid file.
+    """
+    hues = (floor_hue, wall_hue, object_hue)
+    total = sum(_region_colour(cover[..., r, :, :], hue_rgb(hues[r])) for r in (FLOOR, WALL, OBJECT))
+    return _to_uint8(total)
 
 
 @dataclass(frozen=True)
@@ -233,17 +253,23 @@ def iter_grid_images(spec: GridSpec, chunk_hues: int = 8) -> Iterator[tuple[int,
     """Yield (start index, uint8 images) chunks of the grid in row-major order.
 
     The geometry (scale, shape, orientation) varies fastest, so each hue triple is one contiguous block
-    of ``n_geometry`` images; ``chunk_hues`` hue triples are coloured per chunk.
+    of ``n_geometry`` images; ``chunk_hues`` hue triples are coloured per chunk. Each region's
+    contribution is precomputed once per hue level (a lookup table of uint16 fixed-point images), so
+    colouring one hue triple is two integer additions and a shift over its block.
     """
-    hue = [FACTORS[k].values[spec.levels[k]] for k in range(3)]
     geoms = list(itertools.product(
         FACTORS[3].values[spec.levels[3]], spec.levels[4], FACTORS[5].values[spec.levels[5]]))
     cover = np.stack([render_geometry(spec.resolution, float(s), int(sh), float(o)) for s, sh, o in geoms])
-    triples = list(itertools.product(*hue))
-    n_geom = len(geoms)
-    rgbs = np.stack([np.stack([hue_rgb(h) for h in tr]) for tr in triples])  # (T, 3 regions, 3 channels)
+    lut = [[_region_colour(cover[:, r], hue_rgb(h)) for h in FACTORS[r].values[spec.levels[r]]]
+           for r in (FLOOR, WALL, OBJECT)]  # lut[region][level] : (n_geometry, H, W, 3) uint16
+    triples = list(itertools.product(*(range(len(spec.levels[r])) for r in (FLOOR, WALL, OBJECT))))
+    n_geom, res = len(geoms), spec.resolution
+    total = np.empty((chunk_hues, n_geom, res, res, 3), np.uint16)
     for i in range(0, len(triples), chunk_hues):
-        rgb = rgbs[i:i + chunk_hues]
-        img = np.einsum("grhw,trc->tghwc", cover, rgb, optimize=True)
-        img = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-        yield i * n_geom, img.reshape(-1, spec.resolution, spec.resolution, 3)
+        batch = triples[i:i + chunk_hues]
+        for j, (a, b, c) in enumerate(batch):
+            np.add(lut[FLOOR][a], lut[WALL][b], out=total[j])
+            total[j] += lut[OBJECT][c]
+        images = np.empty((len(batch), n_geom, res, res, 3), np.uint8)
+        _to_uint8(total[:len(batch)], out=images)
+        yield i * n_geom, images.reshape(-1, res, res, 3)
