@@ -79,7 +79,8 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
         method: "pc" (reverse-diffusion predictor + Langevin corrector) or "em" (Euler-Maruyama).
         snr: corrector signal-to-noise ratio (pc only). The Langevin step is 2 (snr ||z|| / ||score||)^2
             with norms taken per sample (Song et al. average them over the batch; per-sample keeps each
-            sample independent of its batch).
+            sample independent of its batch; this is accurate for image-sized samples, where the norms
+            concentrate, but biased for samples of a handful of dimensions).
         n_corrector: corrector steps per grid point (pc only).
         labels: conditioning labels (B, 6) with -1 = null, or None.
         record_taus: grid taus at which to keep a copy of x (returned on CPU, keyed by the grid value).
