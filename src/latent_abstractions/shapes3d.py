@@ -162,8 +162,9 @@ def write_synthetic(path: str | os.PathLike, spec: GridSpec, chunk_images: int =
     labels = np.stack([FACTORS[k].values[idx] for k, idx in enumerate(spec.label_indices().T)], axis=1)
     with io.atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            # ~0.75 MiB chunks: fit h5py's default 1 MiB chunk cache, cheap to decompress for random reads
-            chunk = (min(n, max(1, (3 << 18) // (r * r * 3))), r, r, 3)
+            # ~128 KiB chunks (10 images at 64x64): a random image costs ~2 ms to decompress, while the
+            # file is only ~3% larger than with 64-image chunks (measured on the full 64x64 grid).
+            chunk = (min(n, max(1, (1 << 17) // (r * r * 3))), r, r, 3)
             images = f.create_dataset("images", (n, r, r, 3), np.uint8, chunks=chunk,
                                       compression="gzip", compression_opts=1, shuffle=False)
             f.create_dataset("labels", data=labels.astype(np.float64))
