@@ -48,7 +48,7 @@ def test_loss_falls_and_ema_tracks():
     ema = EMA(net, 0.9)
     g = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(120):
+    for _ in range(100):
         loss = dsm_loss(net, sde, data[torch.randint(16, (16,), generator=g)], generator=g)
         opt.zero_grad()
         loss.backward()
@@ -56,7 +56,7 @@ def test_loss_falls_and_ema_tracks():
         ema.update(net)
         losses.append(float(loss.detach()))
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    # starts at E||z||^2 = 192 (zero-initialised output); measured: first 20 steps 171, last 20 117
+    # starts at E||z||^2 = 192 (zero-initialised output); measured: first 20 steps 171, last 20 121
     assert first > 150 and last < 0.8 * first, (first, last)
     w = net.conv_out.weight.detach()
     assert not torch.equal(ema.shadow["conv_out.weight"], w)  # a lagging average, not a copy
