@@ -31,9 +31,19 @@ def test_profile_parses_and_every_key_is_commented(path):
     assert not bare, f"{path}: keys without a comment: {bare}"
 
 
+def test_profiles_keys_are_disjoint():
+    # Snakemake loads profiles/default/ next to --profile profiles/slurm, and the default's keys win, so a key in
+    # both would be silently ignored on the cluster.
+    default, slurm = (yaml.safe_load((ROOT / "profiles" / p / "config.yaml").read_text()) for p in ("default", "slurm"))
+    assert not set(default) & set(slurm)
+    # the local per-machine GPU limit must not throttle cluster jobs
+    assert "gpu" in default["resources"] and slurm["set-resource-scopes"] == {"gpu": "local"}
+
+
 def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy):
     proc = run_snakemake(workflow_copy, "-n", "--forceall", "--profile", "profiles/slurm", "--configfile",
                          "config/tiny.yaml", timeout=120)
+    assert "workflow specific profile profiles/default" in proc.stderr  # loaded as well: see the test above
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, flags=re.M)
     assert jobs, proc.stdout[-2000:]
     seen = set()
