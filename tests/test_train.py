@@ -1,14 +1,19 @@
-"""Training resumes bitwise on CPU; the classifier learns the factors."""
+"""Training lowers the loss and resumes bitwise on CPU; sampling writes the documented layout."""
 
 import numpy as np
 import pytest
 import torch
 
-from latent_abstractions.classifier import accuracy_table, load_classifier, predict, save_classifier, train_classifier
-from latent_abstractions.render import GridSpec
-from latent_abstractions.sde import VESDE
-from latent_abstractions.shapes3d import load_shapes3d, write_synthetic
+import h5py
+import pandas as pd
+
 from latent_abstractions import train as train_mod
+from latent_abstractions.checkpoint import load_score_model, model_sha256, save_model
+from latent_abstractions.classifier import AttributeClassifier, save_classifier
+from latent_abstractions.factors import FACTOR_NAMES, N_LEVELS
+from latent_abstractions.generate import generate, sample_and_score
+from latent_abstractions.networks import NCSNpp
+from latent_abstractions.sde import VESDE
 from latent_abstractions.train import TrainSettings, train_score_model
 
 torch.set_num_threads(1)
@@ -17,7 +22,7 @@ NET = dict(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolu
 
 def settings(steps):
     return TrainSettings(steps=steps, batch_size=8, lr=1e-3, warmup_steps=3, grad_clip=1.0, ema_decay=0.9,
-                         checkpoint_every=4, log_every=2, label_dropout=0.3, seed=3)
+                         checkpoint_every=3, log_every=2, label_dropout=0.3, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +38,22 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
     cpu = torch.device("cpu")
     full, full_log, info = train_score_model(*data, NET, sde, settings(12), tmp_path / "a", cpu, progress=False)
     assert info["resumed_from"] == 0
-    # the process dies right after its checkpoint at step 8 (later work is lost) ...
+    # the process dies right after its checkpoint at step 9, between two log rows (later work is lost) ...
     real_save = train_mod._save_checkpoint
 
     def save_then_die(state_dir, hparams, payload):
         real_save(state_dir, hparams, payload)
-        if payload["step"] == 8:
+        if payload["step"] == 9:
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
     monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
-    # ... and the same job run again resumes from step 8
+    # ... and the same job run again resumes from step 9
     resumed, resumed_log, info = train_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu,
                                                    progress=False)
-    assert info["resumed_from"] == 8
+    assert info["resumed_from"] == 9
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     np.testing.assert_array_equal(full_log["loss"], resumed_log["loss"])
@@ -69,19 +74,76 @@ def test_rejects_float_images(data):
                           torch.device("cpu"), progress=False)
 
 
-def test_classifier_learns_the_factors(tmp_path):
-    path = tmp_path / "d.h5"
-    write_synthetic(path, GridSpec.from_counts(16, [2, 2, 2, 2, 2, 2]), progress=False)
-    d = load_shapes3d(path)
-    x = torch.from_numpy(d.images()).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(d.label_indices)
-    levels = [v.tolist() for v in d.levels_present]
-    model = train_classifier(x, y, levels, width=8, steps=150, batch_size=32, lr=3e-3, seed=0,
-                             device=torch.device("cpu"), progress=False)
-    acc = accuracy_table(model, x, y, list(d.n_levels_present), seed=0)
-    assert (acc["accuracy"] > 0.8).all(), acc  # chance is 0.5
-    save_classifier(tmp_path / "clf", model)
-    again = load_classifier(tmp_path / "clf")
-    pred = predict(again, x.float() / 255)
-    for k in range(6):  # only present levels are ever predicted
-        assert set(pred[:, k].tolist()) <= set(levels[k])
+def test_loss_falls_over_training(tmp_path, data):
+    s = TrainSettings(steps=40, batch_size=16, lr=2e-3, warmup_steps=5, grad_clip=1.0, ema_decay=0.9,
+                      checkpoint_every=40, log_every=5, seed=0)
+    _, log, _ = train_score_model(data[0], None, {**NET, "n_levels": None}, VESDE(0.01, 5.0), s, tmp_path,
+                                  torch.device("cpu"), progress=False)
+    assert list(log.columns) == ["step", "loss", "lr", "images_seen", "seconds"]
+    assert log["images_seen"].iloc[-1] == 40 * 16 and log["lr"].iloc[-1] == pytest.approx(2e-3)
+    # an untrained network outputs 0, so the loss starts at E||z||^2 = 3 * 8 * 8 = 192
+    assert log["loss"].iloc[0] > 120
+    # (uniform-noise images: most of the remaining loss is irreducible at small sigma)
+    assert log["loss"].iloc[-2:].mean() < 0.85 * log["loss"].iloc[:2].mean(), log
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path, data):
+    sde = VESDE(0.01, 5.0)
+    train_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint.pt"):
+        train_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+
+
+def test_extending_a_finished_run_continues_it(tmp_path, data):
+    sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
+    longer, _, _ = train_score_model(*data, NET, sde, settings(10), tmp_path / "a", cpu, progress=False)
+    train_score_model(*data, NET, sde, settings(5), tmp_path / "b", cpu, progress=False)  # ends off the cadence
+    extended, log, info = train_score_model(*data, NET, sde, settings(10), tmp_path / "b", cpu, progress=False)
+    assert info["resumed_from"] == 5
+    for k, v in longer.state_dict().items():
+        assert torch.equal(v, extended.state_dict()[k]), k
+    # a checkpoint past the steps asked for is not used
+    _, _, info = train_score_model(*data, NET, sde, settings(6), tmp_path / "b", cpu, progress=False)
+    assert info["resumed_from"] == 0
+
+
+def test_sample_images_writes_the_documented_layout(tmp_path):
+    torch.manual_seed(0)
+    net = NCSNpp(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[],
+                 n_levels=list(N_LEVELS))  # a conditional model, sampled unconditionally
+    save_model(tmp_path / "cond", net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    present = [[0, 1]] * 6
+    save_classifier(tmp_path / "clf", AttributeClassifier(8, 4, present))
+    out = {k: tmp_path / f"out.{k}" for k in ("h5", "png", "parquet")}
+    sample_and_score(tmp_path / "cond", tmp_path / "clf", out["h5"], out["png"], out["parquet"], n=5, steps=3,
+                     method="pc", snr=0.16, batch_size=2, seed=7, device=torch.device("cpu"))
+    with h5py.File(out["h5"], "r") as f:
+        images, seeds = f["images"][()], f["seeds"][()]
+        attrs = dict(f.attrs)
+    assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 3)
+    assert seeds.dtype == np.int64 and len(set(seeds.tolist())) == 5
+    assert attrs["steps"] == 3 and attrs["method"] == "pc"
+    assert attrs["checkpoint_sha256"] == model_sha256(tmp_path / "cond")
+    assert "tau" in attrs["time_convention"] and "0 = noise" in attrs["time_convention"]
+    assert out["png"].stat().st_size > 1000
+    scores = pd.read_parquet(out["parquet"])
+    assert list(scores["factor"]) == list(FACTOR_NAMES)
+    assert scores["tv_distance"].between(0, 1).all() and (scores["n_samples"] == 5).all()
+    # per-sample seeds: the same samples whatever the batch size
+    again, seeds_again = generate(tmp_path / "cond", 5, 3, "pc", 0.16, 5, 7, torch.device("cpu"))
+    np.testing.assert_array_equal(again, images)
+    np.testing.assert_array_equal(seeds_again, seeds)
+
+
+def test_load_score_model_round_trip_and_errors(tmp_path):
+    torch.manual_seed(0)
+    net = NCSNpp(**{**NET, "n_levels": None})
+    save_model(tmp_path, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    loaded, sde, hp = load_score_model(tmp_path)
+    assert not loaded.training and sde.sigma_max == 5.0 and hp["environment"]["torch"] == torch.__version__
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.pt"):
+        load_score_model(tmp_path)

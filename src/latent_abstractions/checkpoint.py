@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import platform
 import subprocess
 from pathlib import Path
@@ -54,9 +55,21 @@ def load_score_model(model_dir: str | Path, device: torch.device | str = "cpu") 
 
     Returns:
         (network in eval mode on ``device``, its VE SDE, the hparams dict).
+
+    Raises:
+        ValueError: naming the file, if ``hparams.json`` or ``model.pt`` is missing, unreadable, or they
+            do not match each other (strict loading).
     """
     hp = read_hparams(model_dir)
-    net = NCSNpp(**hp["net"])
-    state = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval(), VESDE(hp["sigma_min"], hp["sigma_max"]), hp
+    path = Path(model_dir) / "model.pt"
+    try:
+        net = NCSNpp(**hp["net"])
+        sde = VESDE(hp["sigma_min"], hp["sigma_max"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{Path(model_dir) / 'hparams.json'}: not a score model's hyperparameters ({err})") from err
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: cannot load the score network's weights ({err})") from err
+    return net.to(device).eval(), sde, hp

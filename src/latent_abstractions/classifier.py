@@ -7,6 +7,7 @@ predictions are restricted to the levels present in the training data.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present:
         loss.backward()
         opt.step()
         sched.step()
-    log.info("classifier trained: %d steps in %.1f s, last loss %.4f", steps, time.perf_counter() - t0, float(loss))
+    log.info("classifier trained: %d steps in %.1f s, last loss %.4f", steps, time.perf_counter() - t0, float(loss.detach()))
     return model.eval()
 
 
@@ -114,12 +115,24 @@ def save_classifier(model_dir: str | Path, model: AttributeClassifier) -> None:
 
 
 def load_classifier(model_dir: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:
+    """Rebuild the classifier from ``hparams.json`` and load ``model.pt`` strictly (weights only).
+
+    Raises:
+        ValueError: naming the file, if either file is missing or unreadable or they do not match.
+    """
     import json
 
     model_dir = Path(model_dir)
-    hp = json.loads((model_dir / "hparams.json").read_text())
-    model = AttributeClassifier(**hp)
-    model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True), strict=True)
+    try:
+        hp = json.loads((model_dir / "hparams.json").read_text())
+        model = AttributeClassifier(**hp)
+    except (OSError, json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{model_dir / 'hparams.json'}: not a classifier's hyperparameters ({err})") from err
+    try:
+        state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{model_dir / 'model.pt'}: cannot load classifier weights ({err})") from err
     return model.to(device).eval()
 
 

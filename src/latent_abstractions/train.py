@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .networks import NCSNpp
 from .sde import VESDE
 
 log = logging.getLogger(__name__)
+_CADENCE = ("steps", "checkpoint_every", "log_every")  # settings that do not change the training trajectory
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def _save_checkpoint(state_dir: Path, hparams: dict, payload: dict) -> None:
         tmp.write_text(json.dumps(hparams, indent=2, sort_keys=True))
 
 
-def _load_checkpoint(state_dir: Path, hparams: dict) -> dict | None:
+def _load_checkpoint(state_dir: Path, hparams: dict, max_step: int) -> dict | None:
+    """The checkpoint in ``state_dir`` if it belongs to ``hparams`` and is not past ``max_step``, else None."""
     pt, js = state_dir / "checkpoint.pt", state_dir / "checkpoint.json"
     if not (pt.exists() and js.exists()):
         return None
@@ -77,7 +80,18 @@ def _load_checkpoint(state_dir: Path, hparams: dict) -> dict | None:
     if saved != json.loads(json.dumps(hparams, sort_keys=True)):
         log.warning("%s: checkpoint belongs to other hyperparameters; starting from scratch", state_dir)
         return None
-    return torch.load(pt, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(pt, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{pt}: unreadable training checkpoint ({err}); delete {state_dir} to start over") from err
+    missing = {"model", "opt", "ema", "rng", "step", "log"} - set(ckpt)
+    if missing:
+        raise ValueError(f"{pt}: training checkpoint lacks {sorted(missing)}; delete {state_dir} to start over")
+    if int(ckpt["step"]) > max_step:
+        log.warning("%s: checkpoint is at step %d, past the %d steps asked for; starting from scratch",
+                    state_dir, int(ckpt["step"]), max_step)
+        return None
+    return ckpt
 
 
 def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwargs: dict, sde: VESDE,
@@ -105,8 +119,11 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = settings.tf32
         torch.backends.cudnn.allow_tf32 = settings.tf32
+    # What a checkpoint must share to be resumed. The step count and the logging/checkpoint cadence are left
+    # out: they do not change the trajectory, so a run extended to more steps continues its last checkpoint.
     hparams = {"net": net_kwargs, "sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max,
-               "settings": asdict(settings), "n_images": int(images.shape[0]), "device": device.type}
+               "settings": {k: v for k, v in asdict(settings).items() if k not in _CADENCE},
+               "n_images": int(images.shape[0]), "device": device.type}
 
     torch.manual_seed(settings.seed)
     net = NCSNpp(**net_kwargs).to(device)
@@ -117,15 +134,17 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     rows: list[dict] = []
     step = 0
-    ckpt = _load_checkpoint(state_dir, hparams)
+    ckpt = _load_checkpoint(state_dir, hparams, settings.steps)
     if ckpt is not None:
         net.load_state_dict(ckpt["model"], strict=True)
         opt.load_state_dict(ckpt["opt"])
         ema.load_state_dict({k: v.to(device) for k, v in ckpt["ema"].items()})
         _restore_rng(ckpt["rng"], gen, device)
         step, rows = int(ckpt["step"]), list(ckpt["log"])
+        acc_state = (ckpt["acc"], int(ckpt["acc_n"])) if "acc" in ckpt else None
         log.info("resumed from step %d of %d (%s)", step, settings.steps, state_dir / "checkpoint.pt")
     else:
+        acc_state = None
         log.info("starting from scratch (%d steps)", settings.steps)
     resumed_from = step
 
@@ -133,8 +152,10 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     lab = labels.to(device) if labels is not None else None
     model = torch.compile(net) if (settings.compile and cuda) else net
     n = data.shape[0]
-    acc = torch.zeros((), device=device)
+    acc = torch.zeros((), device=device)  # loss summed since the last log row (kept on the device)
     acc_n = 0
+    if acc_state is not None:
+        acc, acc_n = acc_state[0].to(device), acc_state[1]
     t0 = time.perf_counter()
     elapsed0 = rows[-1]["seconds"] if rows else 0.0
     net.train()
@@ -169,7 +190,7 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             _save_checkpoint(state_dir, hparams, {
                 "model": net.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-                "rng": _rng_state(gen, device), "step": step, "log": rows})
+                "rng": _rng_state(gen, device), "step": step, "log": rows, "acc": acc.detach().cpu(), "acc_n": acc_n})
     bar.close()
     ema.copy_to(net)
     net.eval()
