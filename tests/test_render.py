@@ -84,3 +84,14 @@ def test_level_subset_is_evenly_spaced():
     np.testing.assert_array_equal(render.level_subset(4, 4), [0, 1, 2, 3])
     with pytest.raises(ValueError):
         render.level_subset(4, 5)
+
+
+def test_fixed_point_colour_matches_the_float_formula():
+    """uint16 fixed-point colouring is sum_r cover_r * 255 * rgb(hue_r), rounded, to within one level."""
+    cover = view(scale=1.25, shape=3, orientation=12.0)
+    hues = (0.1, 0.5, 0.8)
+    rgb = np.stack([render.hue_rgb(h) for h in hues])
+    exact = np.einsum("rhw,rc->hwc", cover.astype(np.float64), rgb.astype(np.float64)) * 255
+    got = render.colourise(cover, *hues).astype(float)
+    assert np.abs(got - exact).max() <= 1.0
+    assert np.abs(got - np.rint(exact)).mean() < 0.05
