@@ -95,6 +95,9 @@ def test_split_is_seeded_and_validated(tmp_path):
     assert len(s["train"]) == 80 and not set(s["train"]) & set(s["test"])
     with pytest.raises(DatasetError, match="cover"):
         load_split(path, n=101)
+    pd.concat([a, a.iloc[:1]]).to_parquet(path)
+    with pytest.raises(DatasetError, match="distinct"):
+        load_split(path)
     a.rename(columns={"split": "part"}).to_parquet(path)
     with pytest.raises(DatasetError, match="expected columns"):
         load_split(path)

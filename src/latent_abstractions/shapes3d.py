@@ -209,6 +209,9 @@ def load_split(path: str | os.PathLike, n: int | None = None) -> dict[str, np.nd
     out = {s: np.sort(df.loc[df["split"] == s, "index"].to_numpy(np.int64)) for s in ("train", "test")}
     if not len(out["train"]) or not len(out["test"]):
         raise DatasetError(f"{path}: the train or test split is empty")
+    all_idx = df["index"].to_numpy()
+    if len(np.unique(all_idx)) != len(all_idx) or all_idx.min() < 0:
+        raise DatasetError(f"{path}: indices must be distinct and non-negative")
     if n is not None and not np.array_equal(np.sort(df["index"].to_numpy()), np.arange(n)):
         raise DatasetError(f"{path}: indices do not cover the dataset's {n} images exactly once")
     return out
