@@ -109,4 +109,6 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retri
         part.unlink()
         raise DatasetError(f"{url}: downloaded file is not a valid 3dshapes.h5 ({err}); it was deleted") from err
     os.replace(part, dest)
+    log.info("%s: %d bytes, layout valid%s; saved as %s", url, dest.stat().st_size,
+             ", sha256 ok" if sha256 else "", dest)
     return dest
