@@ -86,7 +86,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present:
     t0 = time.perf_counter()
     for step in tqdm(range(steps), desc="classifier", disable=not progress, mininterval=5):
         idx = torch.randint(len(data), (batch_size,), device=device, generator=gen)
-        logits = model(data[idx].float() / 255)
+        logits = model((data[idx].float() / 255).contiguous())
         loss = sum(F.cross_entropy(lg, lab[idx, k]) for k, lg in enumerate(logits))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -98,8 +98,13 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present:
 
 def accuracy_table(model: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor,
                    n_levels_present: list[int], seed: int) -> pd.DataFrame:
-    """Held-out accuracy per factor: columns factor, accuracy, n_levels, n_test, seed."""
-    pred = predict(model, images.float() / 255)
+    """Held-out accuracy per factor: columns factor, accuracy, n_levels, n_test, seed.
+
+    Args:
+        model: the trained classifier; images: uint8 (N, 3, H, W); labels: official level indices (N, 6);
+        n_levels_present: per factor, the levels present (chance is 1 / n); seed: recorded in the table.
+    """
+    pred = torch.cat([predict(model, images[i:i + 4096].float() / 255) for i in range(0, len(images), 4096)])
     acc = (pred == labels).float().mean(0).numpy()
     return pd.DataFrame({"factor": list(FACTOR_NAMES), "accuracy": acc.astype(np.float64),
                          "n_levels": np.asarray(n_levels_present, dtype=np.int64),
@@ -146,7 +151,7 @@ def run_classifier_training(h5: str, split: str, *, width: int, steps: int, batc
     sp = load_split(split, data.n)
 
     def tensors(idx):
-        return (torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2).contiguous(),
+        return (torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2),  # a view: no second copy
                 torch.from_numpy(data.label_indices[idx]))
 
     model = train_classifier(*tensors(sp["train"]), [v.tolist() for v in data.levels_present], width=width,

@@ -2,8 +2,9 @@
 
 Resumable state lives in ``state_dir`` (outside Snakemake's outputs, which Snakemake deletes when a job
 dies): ``checkpoint.pt`` holds the model, EMA, optimizer, every RNG state, the step and the loss log so far;
-``checkpoint.json`` the hyperparameters it belongs to. A run with the same hyperparameters resumes from it;
-on CPU the resumed run ends bitwise equal to an uninterrupted one.
+``checkpoint.json`` the hyperparameters it belongs to. A run with the same hyperparameters resumes from it
+(also when only the step count grew: a finished run is extended, not restarted); on CPU the resumed run ends
+bitwise equal to an uninterrupted one. Checkpoints are written atomically and loaded with ``weights_only``.
 
 On CUDA: bf16 autocast, channels_last, TF32 off unless asked, the dataset held on the GPU as uint8, batches
 drawn by a device generator, losses accumulated on the device and read back only every ``log_every`` steps.
@@ -100,7 +101,8 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     """Train an NCSN++ score network, resuming from ``state_dir`` when it holds a matching checkpoint.
 
     Args:
-        images: uint8 training images (N, 3, H, W).
+        images: uint8 training images (N, 3, H, W), any strides (an NHWC array permuted is held once, and
+            stays channels_last on the GPU).
         labels: (N, 6) official level indices for a conditional model, or None.
         net_kwargs: NCSNpp constructor arguments (``n_levels`` set for a conditional model).
         sde: the VE SDE.
@@ -152,6 +154,7 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     lab = labels.to(device) if labels is not None else None
     model = torch.compile(net) if (settings.compile and cuda) else net
     n = data.shape[0]
+    layout = torch.channels_last if cuda else torch.contiguous_format
     acc = torch.zeros((), device=device)  # loss summed since the last log row (kept on the device)
     acc_n = 0
     if acc_state is not None:
@@ -164,9 +167,7 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
         for group in opt.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup_steps))
         idx = torch.randint(n, (settings.batch_size,), device=device, generator=gen)
-        x0 = data[idx].float().div_(255.0)
-        if cuda:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
+        x0 = data[idx].float().div_(255.0).contiguous(memory_format=layout)
         y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
             loss = dsm_loss(model, sde, x0, y, generator=gen)
@@ -222,7 +223,7 @@ def run_training(h5: str, split: str, model_kind: str, net_cfg: dict, sde_cfg: d
         raise ValueError(f"model must be 'uncond' or 'cond', got {model_kind!r}")
     data = load_shapes3d(h5)
     idx = load_split(split, data.n)["train"]
-    images = torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2)  # a view: the dataset is held once (NHWC)
     labels = torch.from_numpy(data.label_indices[idx]) if model_kind == "cond" else None
     sigma_max = sde_cfg["sigma_max"]
     if sigma_max is None:
