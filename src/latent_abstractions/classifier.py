@@ -35,7 +35,8 @@ class AttributeClassifier(nn.Module):
 
     def __init__(self, resolution: int, width: int, levels_present: list[list[int]]):
         super().__init__()
-        self.hparams = dict(resolution=resolution, width=width, levels_present=[list(map(int, v)) for v in levels_present])
+        self.hparams = dict(resolution=resolution, width=width,
+                            levels_present=[list(map(int, v)) for v in levels_present])
         layers, ch, res, i = [], 3, resolution, 0
         while True:  # stride-2 blocks down to a 4x4 (or smaller) map
             out = width * min(4, 2**i)
@@ -92,7 +93,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present:
         loss.backward()
         opt.step()
         sched.step()
-    log.info("classifier trained: %d steps in %.1f s, last loss %.4f", steps, time.perf_counter() - t0, float(loss.detach()))
+    log.info("classifier trained: %d steps in %.1f s, last loss %.4f", steps, time.perf_counter() - t0,
+             float(loss.detach()))
     return model.eval()
 
 
