@@ -72,30 +72,41 @@ start() {
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
         chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
     fi
-    if ! pgrep -x munged >/dev/null; then
-        runuser -u munge -- /usr/sbin/munged
+    # munged: reuse a working one (someone else's, or ours from an earlier start); stop only ours.
+    if ! timeout 2 munge -n >/dev/null 2>&1; then
+        if running "$RUNDIR/munged.pid"; then  # ours but not answering: replace it
+            kill "$(cat "$RUNDIR/munged.pid")"; sleep 1
+        fi
+        runuser -u munge -- /usr/sbin/munged --force --pid-file=/run/munge/munged.pid
+        cp /run/munge/munged.pid "$RUNDIR/munged.pid"
+        until timeout 2 munge -n >/dev/null 2>&1; do
+            [ $((SECONDS - t0)) -lt 10 ] || { echo "slurm_local: munged does not answer" >&2; exit 1; }
+            sleep 0.2
+        done
     fi
     running "$RUNDIR/slurmctld.pid" || slurmctld -c
     running "$RUNDIR/slurmd.pid" || slurmd
-    for _ in $(seq 1 40); do
-        if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+    while [ $((SECONDS - t0)) -lt 20 ]; do
+        if timeout 3 sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
             echo "slurm_local: up in $((SECONDS - t0)) s; partition $PARTITION: $(sinfo -h -o '%D node(s), %c CPUs, %m MB, state %T')"
             return 0
         fi
         sleep 0.5
     done
     echo "slurm_local: the node did not become idle within 20 s" >&2
-    sinfo -N -l >&2 || true
-    scontrol show node >&2 || true
+    timeout 3 sinfo -N -l >&2 || true
+    timeout 3 scontrol show node >&2 || true
     tail -n 20 "$LOGDIR/slurmctld.log" "$LOGDIR/slurmd.log" >&2 || true
     exit 1
 }
 
 stop() {
-    for pid in "$RUNDIR/slurmd.pid" "$RUNDIR/slurmctld.pid"; do
+    # by PID files only: slurmd, slurmctld, then munged if this script started it
+    for pid in "$RUNDIR/slurmd.pid" "$RUNDIR/slurmctld.pid" "$RUNDIR/munged.pid"; do
         if running "$pid"; then
             kill "$(cat "$pid")"
-            for _ in $(seq 1 20); do running "$pid" || break; sleep 0.25; done
+            for _ in $(seq 1 40); do running "$pid" || break; sleep 0.25; done
+            if running "$pid"; then kill -9 "$(cat "$pid")"; fi
         fi
         rm -f "$pid"
     done

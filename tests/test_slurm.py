@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import h5py
@@ -57,6 +58,7 @@ def cluster():
 def run_profile(wf: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """snakemake --profile profiles/slurm in ``wf`` under a hard timeout that kills the whole process group."""
     cmd = [snakemake_exe(), "--profile", "profiles/slurm", *OVERRIDES, *extra, "--configfile", "config/tiny.yaml"]
+    t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=wf, env={**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -65,6 +67,8 @@ def run_profile(wf: Path, *extra: str, timeout: float = 900) -> subprocess.Compl
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         raise AssertionError(f"snakemake under Slurm did not finish in {timeout} s:\n{out[-4000:]}")
+    print(f"\nsnakemake --profile profiles/slurm {' '.join(extra)}: exit {proc.returncode} after "
+          f"{time.monotonic() - t0:.0f} s")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
