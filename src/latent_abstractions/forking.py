@@ -13,6 +13,7 @@ the N * K forks of one tau run as one batch.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -55,6 +56,7 @@ def fork_entropies(fork_labels: np.ndarray, n_levels: list[int]) -> np.ndarray:
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator, level: float = 0.95):
+    """Percentile bootstrap CI of the mean of ``values`` (the value itself when there is one)."""
     n = len(values)
     if n == 1:
         return float(values[0]), float(values[0])
@@ -63,6 +65,41 @@ def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Gener
 
 
 @torch.no_grad()
+def fork_labels(score_fn: Callable, sde, classify: Callable, *, shape: tuple[int, ...], taus: np.ndarray,
+                n_base: int, n_forks: int, steps: int, method: str, snr: float, seed: int, device: torch.device,
+                keep_images: set[int] = frozenset()) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+    """Integrate n_base base paths once, fork each K times at every tau, label every fork's final image.
+
+    Args:
+        score_fn: ``score(x, t, labels=None)`` at forward time t = 1 - tau.
+        sde: the VE SDE (``prior_sampling``, ``sigma``).
+        classify: final images (B, *shape) in [0, 1] -> (B, F) LongTensor of level indices.
+        shape: one image's shape (C, H, W).
+        taus: generative times of the forks (0 = noise, 1 = data).
+        keep_images: tau indices whose forks of base 0 are returned.
+
+    Returns:
+        (labels (len(taus), n_base, n_forks, F), {tau index: (n_forks, *shape) final images of base 0}).
+    """
+    grid = path_grid(steps, taus)
+    at = [float(grid[np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))]) for t in taus]
+    base_seeds = np.int64(seed) * 1_000_003 + np.arange(n_base)
+    gens = make_generators(base_seeds, device)
+    x = sde.prior_sampling((n_base, *shape), gens, device)
+    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, record_taus=at, denoise=False)
+    out, kept = [], {}
+    for j, a in enumerate(tqdm(at, desc="forking", mininterval=2)):
+        state = base.states[a].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
+        fork_seeds = [int(s) for s in (np.int64(seed + 1) * 7_919_993 + j * 100_003
+                                        + np.arange(n_base * n_forks))]
+        finals = sample(score_fn, sde, state, grid[grid >= a - 1e-12], make_generators(fork_seeds, device),
+                        method=method, snr=snr).x
+        out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
+        if j in keep_images:
+            kept[j] = finals[:n_forks].cpu()
+    return np.stack(out), kept
+
+
 def run_forking(model_dir: str, classifier_dir: str, table_out: str, strips_out: str, *, taus: np.ndarray,
                 n_base: int, n_forks: int, steps: int, method: str, snr: float, strip_taus: list[float],
                 seed: int, device: torch.device, n_bootstrap: int = 1000) -> pd.DataFrame:
@@ -70,29 +107,16 @@ def run_forking(model_dir: str, classifier_dir: str, table_out: str, strips_out:
     net, sde, hp = load_score_model(model_dir, device)
     clf = load_classifier(classifier_dir, device)
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
-    score = get_score_fn(net, sde)
     res = hp["net"]["img_resolution"]
-    grid = path_grid(steps, taus)
-    at = [float(grid[np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))]) for t in taus]
-
-    base_seeds = np.int64(seed) * 1_000_003 + np.arange(n_base)
-    gens = make_generators(base_seeds, device)
-    x = sde.prior_sampling((n_base, 3, res, res), gens, device)
-    base = sample(score, sde, x, grid, gens, method=method, snr=snr, record_taus=at, denoise=False)
-
     strip_idx = sorted({int(np.argmin(np.abs(np.asarray(taus) - s))) for s in strip_taus})
-    strips = np.zeros((len(strip_idx), n_forks, res, res, 3), dtype=np.uint8)
+    labels, kept = fork_labels(get_score_fn(net, sde), sde, lambda x: predict(clf, x), shape=(3, res, res),
+                               taus=taus, n_base=n_base, n_forks=n_forks, steps=steps, method=method, snr=snr,
+                               seed=seed, device=device, keep_images=set(strip_idx))
+    strips = np.stack([to_uint8(kept[j]) for j in strip_idx]) if strip_idx else np.zeros((0, n_forks, res, res, 3),
+                                                                                          dtype=np.uint8)
     rows = []
-    for j, (tau, a) in enumerate(tqdm(list(zip(taus, at)), desc="forking", mininterval=2)):
-        state = base.states[a].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
-        fork_seeds = [int(s) for s in (np.int64(seed + 1) * 7_919_993 + j * 100_003
-                                        + np.arange(n_base * n_forks))]
-        fgens = make_generators(fork_seeds, device)
-        finals = sample(score, sde, state, grid[grid >= a - 1e-12], fgens, method=method, snr=snr).x
-        labels = predict(clf, finals.clamp(0, 1)).numpy().reshape(n_base, n_forks, -1)
-        ent = fork_entropies(labels, n_levels)                                    # (n_base, 6)
-        if j in strip_idx:
-            strips[strip_idx.index(j)] = to_uint8(finals[:n_forks])
+    for j, tau in enumerate(taus):
+        ent = fork_entropies(labels[j], n_levels)                                 # (n_base, 6)
         rng = np.random.default_rng([seed, j])
         for k, factor in enumerate(FACTOR_NAMES):
             lo, hi = bootstrap_mean_ci(ent[:, k], n_bootstrap, rng)

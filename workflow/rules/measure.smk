@@ -110,4 +110,5 @@ register_final(
     rules.fit_linear_probes.output.table,
     rules.estimate_mutual_information.output.table,
     rules.run_forking.output.table,
+    rules.run_forking.output.strips,
 )
