@@ -1,0 +1,74 @@
+"""extract_features on a real (synthetic) Shapes3D file and a saved tiny NCSN++; probes on its table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latent_abstractions.checkpoint import save_model
+from latent_abstractions.factors import FACTOR_NAMES
+from latent_abstractions.features import extract_features, load_features, pool
+from latent_abstractions.networks import NCSNpp
+from latent_abstractions.probes import fit_linear_probes
+from latent_abstractions.render import GridSpec
+from latent_abstractions.sde import VESDE
+from latent_abstractions.shapes3d import load_shapes3d, make_split, to_model_input, write_synthetic
+
+TAUS = np.array([0.0, 0.5, 1.0])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("features")
+    write_synthetic(d / "data.h5", GridSpec.from_counts(8, [2, 2, 2, 1, 2, 1]), progress=False)
+    make_split(16, 0.5, seed=0).to_parquet(d / "split.parquet")
+    torch.manual_seed(0)
+    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
+    save_model(d / "model", net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    kw = dict(taus=TAUS, layers=[net.feature_names()[-1]], pooling="grid", grid=2, n_train=6, n_test=5,
+              batch_size=4, seed=3, device=torch.device("cpu"))
+    extract_features(d / "model", d / "data.h5", d / "split.parquet", d / "f.parquet", **kw)
+    extract_features(d / "model", d / "data.h5", d / "split.parquet", d / "g.parquet", **{**kw, "batch_size": 11})
+    return d, kw
+
+
+def test_table_schema_and_batch_size_independence(run):
+    d, kw = run
+    df = pd.read_parquet(d / "f.parquet")
+    assert set(df["layer"]) == {kw["layers"][0], "pixels"} and set(df["tau"]) == set(TAUS)
+    assert (df.groupby("split")["image_index"].nunique() == pd.Series({"test": 5, "train": 6})).all()
+    assert len(df) == 11 * len(TAUS) * 2 and set(FACTOR_NAMES) <= set(df.columns)
+    widths = df.groupby("layer")["features"].apply(lambda s: {len(v) for v in s})
+    assert widths["pixels"] == {3 * 8 * 8}  # noisy pixels avg-pooled to 8 x 8
+    assert len(widths[kw["layers"][0]]) == 1 and df["features"].iloc[0].dtype == np.float32
+    assert (d / "f.parquet").read_bytes() == (d / "g.parquet").read_bytes()
+
+
+def test_pixels_at_tau_one_are_the_pooled_clean_images(run):
+    d, _ = run
+    feats, labs = load_features(d / "f.parquet", "pixels", 1.0)
+    df = pd.read_parquet(d / "f.parquet")
+    idx = df[(df.layer == "pixels") & (df.tau == 1.0) & (df.split == "test")]["image_index"].to_numpy()
+    data = load_shapes3d(d / "data.h5")
+    clean = F.adaptive_avg_pool2d(to_model_input(data.images(idx)), 8).flatten(1).numpy()
+    assert np.abs(feats["test"] - clean).max() < 0.05  # sigma(t=0) = sigma_min = 0.01
+    assert np.array_equal(labs["test"], data.label_indices[idx])
+    noisy, _ = load_features(d / "f.parquet", "pixels", 0.0)
+    assert np.abs(noisy["test"] - clean).std() > 1.0  # sigma_max = 5 at tau = 0
+
+
+def test_probes_read_the_table(run):
+    d, _ = run
+    df = fit_linear_probes(d / "f.parquet", d / "p.parquet", C=1.0, max_iter=50, n_bootstrap=20, seed=0)
+    assert df["accuracy"].between(0, 1).all() and (df["ci_low"] <= df["ci_high"]).all()
+    assert len(df) == len(TAUS) * 2 * 6
+    assert (df[df.factor == "scale"]["accuracy"] == 1.0).all()  # one level present: constant factor
+
+
+def test_pool_shapes_and_bad_pooling():
+    h = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(pool(h, "mean", 2), h.mean((2, 3)))
+    assert pool(h, "grid", 2).shape == (2, 12)
+    with pytest.raises(ValueError, match="pooling"):
+        pool(h, "max", 2)
