@@ -160,11 +160,11 @@ def plot_samples_forks(samples: np.ndarray, strips: np.ndarray, strip_taus: np.n
         ax.axis("off")
     for i in range(n_samples):
         axes[i // (n_samples // 2 or 1)][i % (n_samples // 2 or 1)].imshow(samples[i])
-    axes[0][0].set_title("samples (τ: 0 → 1)", fontsize=8, loc="left")
+    axes[0][0].set_title("unconditional samples (τ = 1)", fontsize=8, loc="left")
     for r, tau in enumerate(strip_taus):
         for k in range(strips.shape[1]):
             axes[2 + r][k].imshow(strips[r, k])
         axes[2 + r][0].set_title(f"forks from τ = {tau:.2f}", fontsize=8, loc="left")
-    fig.suptitle("Samples, and forks of one trajectory: factors shared by a row were fixed before its τ", fontsize=9)
+    fig.suptitle("Samples, and forks of one trajectory:\nfactors shared along a row were fixed before its τ", fontsize=9)
     fig.tight_layout()
     save(fig, path)

@@ -46,6 +46,16 @@ def benchmark_table(bench_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
 
 
+#: Section heading per figure key, in report order (the long text comes from the figure's caption file).
+SECTION_TITLES = {
+    "probes": "Linear probes vs generative time τ",
+    "mutual_info": "Mutual information vs generative time τ",
+    "forking": "Forking entropy vs generative time τ",
+    "samples_forks": "Samples and fork strips",
+    "training_loss": "Training loss",
+}
+
+
 def write_report(out: str | Path, *, config: dict, figures: dict[str, str], captions: dict[str, str],
                  emergence: pd.DataFrame, agreement: pd.DataFrame, classifier_accuracy: pd.DataFrame,
                  sample_scores: dict[str, pd.DataFrame], hparams: dict[str, dict], bench_dir: str | Path,
@@ -86,9 +96,9 @@ def write_report(out: str | Path, *, config: dict, figures: dict[str, str], capt
         "<h3>Samples vs the uniform factor grid (total variation distance of classified labels)</h3>",
         _table(scores),
     ]
-    for key in ("probes", "mutual_info", "forking", "samples_forks", "training_loss"):
+    for key, title in SECTION_TITLES.items():
         if key in figures:
-            parts.append(f"<h2>{html.escape(captions.get(key, key).split('.')[0])}</h2><figure>{_img(figures[key])}"
+            parts.append(f"<h2>{html.escape(title)}</h2><figure>{_img(figures[key])}"
                          f"<figcaption>{html.escape(captions.get(key, ''))}</figcaption></figure>")
     parts += [
         "<h2>Emergence table</h2><p>τ at which each curve first covers 50% / 90% of its range "
