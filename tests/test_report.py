@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import run_snakemake
 from latent_abstractions import plotting
@@ -73,3 +74,15 @@ def test_single_figure_dry_run_lists_only_its_ancestors(workflow_copy):
     assert {"plot_probes", "fit_linear_probes", "extract_features", "train_score_model"} <= jobs, jobs
     assert not jobs & {"estimate_mutual_information", "run_forking", "train_classifier", "make_report",
                        "sample_images", "plot_mutual_info"}, jobs
+
+
+def test_falling_crossing_is_measured_from_the_start():
+    from latent_abstractions.emergence import crossing_tau
+
+    taus = np.array([0.0, 0.5, 1.0])
+    # Entropy that falls from 0.8 to 0.2: half its fall (0.5) is reached halfway between the first two points.
+    assert crossing_tau(taus, np.array([0.8, 0.2, 0.2]), 0.5, rising=False) == pytest.approx(0.25)
+    # A curve that starts at its minimum never falls from its start: no crossing (not tau = 0).
+    assert np.isnan(crossing_tau(taus, np.array([0.0, 0.5, 0.0]), 0.5, rising=False))
+    # Rising curves use their full range.
+    assert crossing_tau(taus, np.array([0.1, 0.1, 0.9]), 0.5, rising=True) == pytest.approx(0.75)

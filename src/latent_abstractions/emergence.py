@@ -2,7 +2,8 @@
 
 For a curve v(tau) of one factor (tau generative: 0 = noise, 1 = data), its range is [min v, max v]. For a
 rising curve (probe accuracy, mutual information) the emergence time at level q is the first tau where
-v >= min + q (max - min); for the falling fork entropy, the first tau where v <= max - q (max - min).
+v >= min + q (max - min); for the falling fork entropy, the fall from its start: the first tau where
+v <= v(tau_0) - q (v(tau_0) - min) (nan if it never falls below its first value).
 Between grid points the crossing is interpolated linearly.
 
 Confidence intervals: parametric bootstrap. Each point is redrawn from N(estimate, se) independently (se from
@@ -29,12 +30,21 @@ MEASUREMENTS = {  # name: (value column, rising?)
 
 
 def crossing_tau(taus: np.ndarray, values: np.ndarray, q: float, rising: bool) -> float:
-    """First tau at which the curve covers fraction q of its range (linear interpolation); nan if flat."""
+    """First tau at which the curve covers fraction q of its range (falling: of its fall from the start).
+
+    Linear interpolation between grid points; nan if the curve is flat (falling: never below its start).
+    """
     v = np.asarray(values, dtype=np.float64)
-    lo, hi = v.min(), v.max()
-    if hi - lo <= 1e-12:
-        return float("nan")
-    frac = (v - lo) / (hi - lo) if rising else (hi - v) / (hi - lo)
+    if rising:
+        lo, hi = v.min(), v.max()
+        if hi - lo <= 1e-12:
+            return float("nan")
+        frac = (v - lo) / (hi - lo)
+    else:  # the fall from the start: a curve that never drops below its first value has no crossing
+        drop = v[0] - v.min()
+        if drop <= 1e-12:
+            return float("nan")
+        frac = (v[0] - v) / drop
     above = np.nonzero(frac >= q - 1e-12)[0]
     i = int(above[0])
     if i == 0:
