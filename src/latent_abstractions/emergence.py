@@ -8,8 +8,8 @@ Between grid points the crossing is interpolated linearly.
 
 Confidence intervals: parametric bootstrap. Each point is redrawn from N(estimate, se) independently (se from
 the table: MI's ``se``; for probes and forking (ci_high - ci_low) / (2 * 1.96)), the crossing recomputed, and
-the 2.5/97.5% percentiles taken. Orders are by the first threshold's crossing time; agreement between two
-measurements is Spearman's rank correlation of those times over the six factors.
+the 2.5/97.5% percentiles of the draws that cross taken (no CI where the estimate itself has no crossing).
+Orders are by the first threshold's crossing time; agreement between two measurements is Spearman's rank correlation of those times over the six factors.
 """
 
 from __future__ import annotations
@@ -79,10 +79,11 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
             for q in thresholds:
                 boot = np.array([crossing_tau(taus, b, q, rising) for b in draws])
                 boot = boot[np.isfinite(boot)]
-                rows.append({"measurement": name, "factor": factor, "threshold": float(q),
-                             "tau": crossing_tau(taus, v, q, rising),
-                             "ci_low": float(np.quantile(boot, 0.025)) if len(boot) else np.nan,
-                             "ci_high": float(np.quantile(boot, 0.975)) if len(boot) else np.nan})
+                tau = crossing_tau(taus, v, q, rising)
+                has_ci = len(boot) > 0 and np.isfinite(tau)  # no CI around a crossing the estimate lacks
+                rows.append({"measurement": name, "factor": factor, "threshold": float(q), "tau": tau,
+                             "ci_low": float(np.quantile(boot, 0.025)) if has_ci else np.nan,
+                             "ci_high": float(np.quantile(boot, 0.975)) if has_ci else np.nan})
     table = pd.DataFrame(rows)
     first = table[table["threshold"] == thresholds[0]]
     table["rank"] = np.nan
