@@ -9,7 +9,8 @@ Between grid points the crossing is interpolated linearly.
 Confidence intervals: parametric bootstrap. Each point is redrawn from N(estimate, se) independently (se from
 the table: MI's ``se``; for probes and forking (ci_high - ci_low) / (2 * 1.96)), the crossing recomputed, and
 the 2.5/97.5% percentiles of the draws that cross taken (no CI where the estimate itself has no crossing).
-Orders are by the first threshold's crossing time; agreement between two measurements is Spearman's rank correlation of those times over the six factors.
+Orders are by the first threshold's crossing time; agreement between two measurements is Spearman's (and
+Kendall's) rank correlation of those times over the factors that cross in both.
 """
 
 from __future__ import annotations
