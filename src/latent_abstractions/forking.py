@@ -29,6 +29,7 @@ from .rng import make_generators
 from .sampling import sample, time_grid
 from .score import get_score_fn
 from .shapes3d import to_uint8
+from .stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,6 @@ def fork_entropies(fork_labels: np.ndarray, n_levels: list[int]) -> np.ndarray:
     """(n_base, n_forks, 6) labels -> (n_base, 6) normalised entropies."""
     return np.array([[normalised_entropy(fork_labels[b, :, k], n_levels[k]) for k in range(fork_labels.shape[2])]
                      for b in range(fork_labels.shape[0])])
-
-
-def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator, level: float = 0.95):
-    """Percentile bootstrap CI of the mean of ``values`` (the value itself when there is one)."""
-    n = len(values)
-    if n == 1:
-        return float(values[0]), float(values[0])
-    means = values[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
-    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
 
 
 @torch.no_grad()
@@ -119,7 +111,7 @@ def run_forking(model_dir: str, classifier_dir: str, table_out: str, strips_out:
         ent = fork_entropies(labels[j], n_levels)                                 # (n_base, 6)
         rng = np.random.default_rng([seed, j])
         for k, factor in enumerate(FACTOR_NAMES):
-            lo, hi = bootstrap_mean_ci(ent[:, k], n_bootstrap, rng)
+            lo, hi = bootstrap_ci(ent[:, k], n_bootstrap, rng)
             rows.append({"tau": float(tau), "factor": factor, "entropy": float(ent[:, k].mean()),
                          "ci_low": lo, "ci_high": hi, "n_levels": int(n_levels[k]), "n_base": n_base,
                          "n_forks": n_forks})

@@ -20,16 +20,9 @@ from sklearn.preprocessing import StandardScaler
 from .factors import FACTOR_NAMES
 from .features import load_features
 from .io import read_parquet_metadata, write_parquet
+from .stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
-
-
-def bootstrap_ci(correct: np.ndarray, n_bootstrap: int, rng: np.random.Generator, level: float = 0.95):
-    """Percentile CI of the mean of a 0/1 vector by resampling its entries."""
-    n = len(correct)
-    means = correct[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def probe_accuracy(x_train, y_train, x_test, y_test, C: float, max_iter: int) -> np.ndarray:
