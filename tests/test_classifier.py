@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from latent_abstractions.classifier import (AttributeClassifier, accuracy_table, load_classifier, predict,
-                                            save_classifier, train_classifier)
+from latent_abstractions.checkpoint import load_classifier, save_classifier
+from latent_abstractions.classifier import AttributeClassifier, accuracy_table, predict, train_classifier
 from latent_abstractions.factors import N_LEVELS
 from latent_abstractions.generate import tv_to_uniform
 from latent_abstractions.render import GridSpec
@@ -26,9 +26,10 @@ def test_classifier_learns_the_factors(tmp_path):
     acc = accuracy_table(model, x, y, list(d.n_levels_present), seed=0)
     assert list(acc.columns) == ["factor", "accuracy", "n_levels", "n_test", "seed"]
     assert (acc["accuracy"] > 0.8).all(), acc  # chance is 0.5
-    save_classifier(tmp_path / "clf", model)
-    again = load_classifier(tmp_path / "clf")
-    torch.testing.assert_close(predict(again, x.float() / 255), predict(model, x.float() / 255), rtol=0, atol=0)
+    save_classifier(tmp_path / "clf.pt", tmp_path / "clf.json", model)
+    again = load_classifier(tmp_path / "clf.pt", tmp_path / "clf.json")
+    assert again.sde is None and again.hparams == model.hparams
+    torch.testing.assert_close(predict(again.net, x.float() / 255), predict(model, x.float() / 255), rtol=0, atol=0)
 
 
 def test_predictions_are_restricted_to_present_levels():
@@ -44,12 +45,13 @@ def test_predictions_are_restricted_to_present_levels():
 
 
 def test_load_classifier_names_the_missing_file(tmp_path):
-    save_classifier(tmp_path, AttributeClassifier(8, 4, [list(range(n)) for n in N_LEVELS]))
-    (tmp_path / "model.pt").unlink()
+    paths = (tmp_path / "model.pt", tmp_path / "hparams.json")
+    save_classifier(*paths, AttributeClassifier(8, 4, [list(range(n)) for n in N_LEVELS]))
+    paths[0].unlink()
     with pytest.raises(ValueError, match="model.pt"):
-        load_classifier(tmp_path)
-    with pytest.raises(ValueError, match="hparams.json"):
-        load_classifier(tmp_path / "nowhere")
+        load_classifier(*paths)
+    with pytest.raises(ValueError, match="nowhere.json"):
+        load_classifier(paths[0], tmp_path / "nowhere.json")
 
 
 def test_tv_to_uniform_known_answers():

@@ -1,4 +1,4 @@
-"""extract_features on a real (synthetic) Shapes3D file and a saved tiny NCSN++; probes on its table."""
+"""The extract_features stage on a real (synthetic) Shapes3D file and a saved tiny NCSN++; the probe stage on its table."""
 
 import numpy as np
 import pandas as pd
@@ -8,12 +8,13 @@ import torch.nn.functional as F
 
 from latent_abstractions.checkpoint import save_model
 from latent_abstractions.factors import FACTOR_NAMES
-from latent_abstractions.features import extract_features, load_features, pool
+from latent_abstractions.features import pool
 from latent_abstractions.networks import NCSNpp
-from latent_abstractions.probes import fit_linear_probes
 from latent_abstractions.render import GridSpec
 from latent_abstractions.sde import VESDE
 from latent_abstractions.shapes3d import load_shapes3d, make_split, to_model_input, write_synthetic
+from latent_abstractions.stages.measure import extract_features
+from latent_abstractions.stages.probes import fit_linear_probes, load_features
 
 TAUS = np.array([0.0, 0.5, 1.0])
 
@@ -25,11 +26,12 @@ def run(tmp_path_factory):
     make_split(16, 0.5, seed=0).to_parquet(d / "split.parquet")
     torch.manual_seed(0)
     net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
-    save_model(d / "model", net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    model = (d / "model.pt", d / "hparams.json")
+    save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
     kw = dict(taus=TAUS, layers=[net.feature_names()[-1]], pooling="grid", grid=2, n_train=6, n_test=5,
               batch_size=4, seed=3, device=torch.device("cpu"))
-    extract_features(d / "model", d / "data.h5", d / "split.parquet", d / "f.parquet", **kw)
-    extract_features(d / "model", d / "data.h5", d / "split.parquet", d / "g.parquet", **{**kw, "batch_size": 11})
+    extract_features(*model, d / "data.h5", d / "split.parquet", d / "f.parquet", **kw)
+    extract_features(*model, d / "data.h5", d / "split.parquet", d / "g.parquet", **{**kw, "batch_size": 11})
     return d, kw
 
 

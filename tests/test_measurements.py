@@ -7,7 +7,8 @@ import pytest
 from latent_abstractions.emergence import crossing_tau, emergence_table, factor_order
 from latent_abstractions.factors import FACTOR_NAMES
 from latent_abstractions.forking import fork_entropies, normalised_entropy, path_grid
-from latent_abstractions.probes import bootstrap_ci, probe_accuracy
+from latent_abstractions.probes import probe_accuracy
+from latent_abstractions.stats import bootstrap_ci
 from latent_abstractions.taus import tau_grid
 
 

@@ -52,6 +52,7 @@ def test_figures_and_self_contained_report(tmp_path):
     bench = tmp_path / "bench" / "train_score_model"
     bench.mkdir(parents=True)
     (bench / "uncond.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t300.0\n")
+    (bench / "stale_job.tsv").write_text("s\th:m:s\tmax_rss\n99.5\t0:01:39\t300.0\n")  # not an input: not shown
     acc = pd.DataFrame({"factor": FACTOR_NAMES, "accuracy": 0.99, "n_levels": 4, "n_test": 10, "seed": 0})
     scores = pd.DataFrame({"factor": FACTOR_NAMES, "tv_distance": 0.1, "n_samples": 8, "seed": 0, "checkpoint": "x"})
     out = tmp_path / "report" / "report.html"
@@ -59,11 +60,12 @@ def test_figures_and_self_contained_report(tmp_path):
         "resolution": 16, "levels": {}}}}, figures={k: v.with_suffix(".png") for k, v in figs.items()},
         captions={k: f"{k} caption." for k in figs}, emergence=em, agreement=agree, classifier_accuracy=acc,
         sample_scores={"uncond": scores}, hparams={"uncond": {"n_params": 1234, "settings": {"steps": 5}}},
-        bench_dir=tmp_path / "bench", orders={m: factor_order(em, m, 0.5) for m in MEASUREMENTS})
+        benchmarks=[bench / "uncond.tsv"], orders={m: factor_order(em, m, 0.5) for m in MEASUREMENTS})
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 5
     assert not re.search(r'(src|href)="(http|file|/)', text), "the report must not reference external files"
     assert "Emergence table" in text and "floor_hue" in text and "train_score_model" in text and "12.5" in text
+    assert "stale_job" not in text and "99.5" not in text
     assert "τ = 0 is pure noise" in text
 
 

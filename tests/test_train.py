@@ -8,12 +8,15 @@ import h5py
 import pandas as pd
 
 from latent_abstractions import train as train_mod
-from latent_abstractions.checkpoint import load_score_model, model_sha256, save_model
-from latent_abstractions.classifier import AttributeClassifier, save_classifier
+from latent_abstractions.checkpoint import load_score_model, save_classifier, save_model
+from latent_abstractions.classifier import AttributeClassifier
 from latent_abstractions.factors import FACTOR_NAMES, N_LEVELS
-from latent_abstractions.generate import generate, sample_and_score
+from latent_abstractions.generate import generate, sample_seeds
+from latent_abstractions.io import sha256_file
 from latent_abstractions.networks import NCSNpp
 from latent_abstractions.sde import VESDE
+from latent_abstractions.score import get_score_fn
+from latent_abstractions.stages.sample import sample_images
 from latent_abstractions.train import TrainSettings, train_score_model
 
 torch.set_num_threads(1)
@@ -112,38 +115,47 @@ def test_sample_images_writes_the_documented_layout(tmp_path):
     torch.manual_seed(0)
     net = NCSNpp(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[],
                  n_levels=list(N_LEVELS))  # a conditional model, sampled unconditionally
-    save_model(tmp_path / "cond", net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    model = (tmp_path / "cond.pt", tmp_path / "cond.json")
+    save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
     present = [[0, 1]] * 6
-    save_classifier(tmp_path / "clf", AttributeClassifier(8, 4, present))
+    save_classifier(tmp_path / "clf.pt", tmp_path / "clf.json", AttributeClassifier(8, 4, present))
     out = {k: tmp_path / f"out.{k}" for k in ("h5", "png", "parquet")}
-    sample_and_score(tmp_path / "cond", tmp_path / "clf", out["h5"], out["png"], out["parquet"], n=5, steps=3,
-                     method="pc", snr=0.16, batch_size=2, seed=7, device=torch.device("cpu"))
+    sample_images(*model, tmp_path / "clf.pt", tmp_path / "clf.json", out["h5"], out["png"], out["parquet"],
+                  model="cond", n_samples=5, steps=3, method="pc", snr=0.16, batch_size=2, seed=7,
+                  device=torch.device("cpu"))
     with h5py.File(out["h5"], "r") as f:
         images, seeds = f["images"][()], f["seeds"][()]
         attrs = dict(f.attrs)
     assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 3)
     assert seeds.dtype == np.int64 and len(set(seeds.tolist())) == 5
     assert attrs["steps"] == 3 and attrs["method"] == "pc"
-    assert attrs["checkpoint_sha256"] == model_sha256(tmp_path / "cond")
+    assert attrs["checkpoint_sha256"] == sha256_file(model[0])
     assert "tau" in attrs["time_convention"] and "0 = noise" in attrs["time_convention"]
     assert out["png"].stat().st_size > 1000
     scores = pd.read_parquet(out["parquet"])
     assert list(scores["factor"]) == list(FACTOR_NAMES)
     assert scores["tv_distance"].between(0, 1).all() and (scores["n_samples"] == 5).all()
     # per-sample seeds: the same samples whatever the batch size
-    again, seeds_again = generate(tmp_path / "cond", 5, 3, "pc", 0.16, 5, 7, torch.device("cpu"))
+    loaded = load_score_model(*model)
+    again = generate(get_score_fn(loaded.net, loaded.sde), loaded.sde, 8, sample_seeds(7, 5), steps=3, method="pc",
+                     snr=0.16, batch_size=5, device=torch.device("cpu"))
     np.testing.assert_array_equal(again, images)
-    np.testing.assert_array_equal(seeds_again, seeds)
+    np.testing.assert_array_equal(sample_seeds(7, 5), seeds)
 
 
 def test_load_score_model_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
     net = NCSNpp(**{**NET, "n_levels": None})
-    save_model(tmp_path, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
-    loaded, sde, hp = load_score_model(tmp_path)
-    assert not loaded.training and sde.sigma_max == 5.0 and hp["environment"]["torch"] == torch.__version__
+    paths = (tmp_path / "model.pt", tmp_path / "hparams.json")
+    save_model(*paths, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    loaded = load_score_model(*paths)
+    assert not loaded.net.training and loaded.sde.sigma_max == 5.0
+    assert loaded.hparams["environment"]["torch"] == torch.__version__
+    assert loaded.sha256 == sha256_file(paths[0])
     for k, v in net.state_dict().items():
-        assert torch.equal(v, loaded.state_dict()[k])
-    (tmp_path / "model.pt").write_bytes(b"garbage")
+        assert torch.equal(v, loaded.net.state_dict()[k])
+    paths[0].write_bytes(b"garbage")
     with pytest.raises(ValueError, match="model.pt"):
-        load_score_model(tmp_path)
+        load_score_model(*paths)
+    with pytest.raises(ValueError, match="nowhere.json"):
+        load_score_model(paths[0], tmp_path / "nowhere.json")

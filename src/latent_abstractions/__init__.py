@@ -6,3 +6,7 @@ diffusion time t = 1 - tau. No module in this package imports Snakemake.
 """
 
 __version__ = "0.1.0"
+
+#: The two score models: "uncond" (s(y, t)) and "cond" (s(y, t | factors), each label droppable). The workflow's
+#: {model} wildcard takes exactly these values; a model's training seed index is its position here.
+SCORE_MODELS = ("uncond", "cond")

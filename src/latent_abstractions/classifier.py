@@ -7,9 +7,7 @@ predictions are restricted to the levels present in the training data.
 from __future__ import annotations
 
 import logging
-import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +17,6 @@ from torch import nn
 from tqdm import tqdm
 
 from .factors import FACTOR_NAMES, N_LEVELS
-from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -111,56 +108,3 @@ def accuracy_table(model: AttributeClassifier, images: torch.Tensor, labels: tor
     return pd.DataFrame({"factor": list(FACTOR_NAMES), "accuracy": acc.astype(np.float64),
                          "n_levels": np.asarray(n_levels_present, dtype=np.int64),
                          "n_test": np.int64(len(labels)), "seed": np.int64(seed)})
-
-
-def save_classifier(model_dir: str | Path, model: AttributeClassifier) -> None:
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(model_dir / "model.pt") as tmp:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-    write_json(model.hparams, model_dir / "hparams.json")
-
-
-def load_classifier(model_dir: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:
-    """Rebuild the classifier from ``hparams.json`` and load ``model.pt`` strictly (weights only).
-
-    Raises:
-        ValueError: naming the file, if either file is missing or unreadable or they do not match.
-    """
-    import json
-
-    model_dir = Path(model_dir)
-    try:
-        hp = json.loads((model_dir / "hparams.json").read_text())
-        model = AttributeClassifier(**hp)
-    except (OSError, json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"{model_dir / 'hparams.json'}: not a classifier's hyperparameters ({err})") from err
-    try:
-        state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{model_dir / 'model.pt'}: cannot load classifier weights ({err})") from err
-    return model.to(device).eval()
-
-
-def run_classifier_training(h5: str, split: str, *, width: int, steps: int, batch_size: int, lr: float, seed: int,
-                            model_dir: str, table_out: str, device: torch.device) -> pd.DataFrame:
-    """The ``train_classifier`` rule: fit on the train split, report held-out accuracy per factor."""
-    from .io import write_parquet
-    from .shapes3d import load_shapes3d, load_split
-
-    data = load_shapes3d(h5)
-    sp = load_split(split, data.n)
-
-    def tensors(idx):
-        return (torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2),  # a view: no second copy
-                torch.from_numpy(data.label_indices[idx]))
-
-    model = train_classifier(*tensors(sp["train"]), [v.tolist() for v in data.levels_present], width=width,
-                             steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    x_test, y_test = tensors(sp["test"])
-    table = accuracy_table(model, x_test, y_test, list(data.n_levels_present), seed)
-    log.info("held-out accuracy: %s", dict(zip(table["factor"], table["accuracy"].round(4))))
-    save_classifier(model_dir, model)
-    write_parquet(table, table_out, {"steps": steps, "width": width})
-    return table

@@ -12,26 +12,14 @@ the N * K forks of one tau run as one batch.
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
-import h5py
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_score_model, model_sha256
-from .classifier import load_classifier, predict
-from .factors import FACTOR_NAMES
-from .io import atomic_path, write_parquet
-from .rng import make_generators
+from .rng import derive_seeds, make_generators
 from .sampling import sample, time_grid
-from .score import get_score_fn
-from .shapes3d import to_uint8
-from .stats import bootstrap_ci
-
-log = logging.getLogger(__name__)
 
 
 def path_grid(steps: int, taus: np.ndarray, eps: float = 1e-5) -> torch.Tensor:
@@ -75,56 +63,17 @@ def fork_labels(score_fn: Callable, sde, classify: Callable, *, shape: tuple[int
     """
     grid = path_grid(steps, taus)
     at = [float(grid[np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))]) for t in taus]
-    base_seeds = np.int64(seed) * 1_000_003 + np.arange(n_base)
+    base_seeds = derive_seeds(seed, "sample", n_base)
     gens = make_generators(base_seeds, device)
     x = sde.prior_sampling((n_base, *shape), gens, device)
     base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, record_taus=at, denoise=False)
     out, kept = [], {}
     for j, a in enumerate(tqdm(at, desc="forking", mininterval=2)):
         state = base.states[a].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
-        fork_seeds = [int(s) for s in (np.int64(seed + 1) * 7_919_993 + j * 100_003
-                                        + np.arange(n_base * n_forks))]
+        fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
         finals = sample(score_fn, sde, state, grid[grid >= a - 1e-12], make_generators(fork_seeds, device),
                         method=method, snr=snr).x
         out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
         if j in keep_images:
             kept[j] = finals[:n_forks].cpu()
     return np.stack(out), kept
-
-
-def run_forking(model_dir: str, classifier_dir: str, table_out: str, strips_out: str, *, taus: np.ndarray,
-                n_base: int, n_forks: int, steps: int, method: str, snr: float, strip_taus: list[float],
-                seed: int, device: torch.device, n_bootstrap: int = 1000) -> pd.DataFrame:
-    """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0."""
-    net, sde, hp = load_score_model(model_dir, device)
-    clf = load_classifier(classifier_dir, device)
-    n_levels = [len(v) for v in clf.hparams["levels_present"]]
-    res = hp["net"]["img_resolution"]
-    strip_idx = sorted({int(np.argmin(np.abs(np.asarray(taus) - s))) for s in strip_taus})
-    labels, kept = fork_labels(get_score_fn(net, sde), sde, lambda x: predict(clf, x), shape=(3, res, res),
-                               taus=taus, n_base=n_base, n_forks=n_forks, steps=steps, method=method, snr=snr,
-                               seed=seed, device=device, keep_images=set(strip_idx))
-    strips = np.stack([to_uint8(kept[j]) for j in strip_idx]) if strip_idx else np.zeros((0, n_forks, res, res, 3),
-                                                                                          dtype=np.uint8)
-    rows = []
-    for j, tau in enumerate(taus):
-        ent = fork_entropies(labels[j], n_levels)                                 # (n_base, 6)
-        rng = np.random.default_rng([seed, j])
-        for k, factor in enumerate(FACTOR_NAMES):
-            lo, hi = bootstrap_ci(ent[:, k], n_bootstrap, rng)
-            rows.append({"tau": float(tau), "factor": factor, "entropy": float(ent[:, k].mean()),
-                         "ci_low": lo, "ci_high": hi, "n_levels": int(n_levels[k]), "n_base": n_base,
-                         "n_forks": n_forks})
-    df = pd.DataFrame(rows)
-    df["seed"] = np.int64(seed)
-    df["checkpoint"] = model_sha256(model_dir)
-    df = df.sort_values(["factor", "tau"], kind="stable").reset_index(drop=True)
-    write_parquet(df, table_out, {"steps": steps, "method": method, "snr": snr,
-                                  "time_convention": "tau generative: 0 = noise, 1 = data"})
-    with atomic_path(strips_out) as tmp, h5py.File(tmp, "w") as f:
-        f["images"] = strips
-        f["taus"] = np.asarray([taus[i] for i in strip_idx], dtype=np.float64)
-        f.attrs["description"] = "forks of base trajectory 0: images[i, k] = fork k from the state at taus[i]"
-    log.info("fork entropy at the first and last tau: %s",
-             df.groupby("factor")["entropy"].agg(["first", "last"]).round(3).to_dict("index"))
-    return df

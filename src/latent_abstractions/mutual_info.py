@@ -29,23 +29,14 @@ standard deviation over images / sqrt(n). The same function takes the network's 
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_score_model, model_sha256
-from .factors import FACTOR_NAMES
-from .io import write_parquet
-from .score import get_score_fn
 from .sde import VESDE
-from .shapes3d import load_shapes3d, load_split, to_model_input
-
-log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -103,41 +94,3 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
     mi = per_image.mean(0).numpy()
     se = (per_image.std(0, unbiased=True) / math.sqrt(n)).numpy()
     return mi, se
-
-
-def estimate_mutual_information(model_dir: str, h5: str, split_path: str, out: str, *, taus: np.ndarray,
-                                n_images: int, n_times: int, batch_size: int, seed: int,
-                                device: torch.device) -> pd.DataFrame:
-    """The ``estimate_mutual_information`` rule, with the conditional network on held-out images."""
-    net, sde, hp = load_score_model(model_dir, device)
-    if hp["net"].get("n_levels") is None:
-        raise ValueError(f"{model_dir}: mutual information needs the conditional model (n_levels is None)")
-    data = load_shapes3d(h5)
-    test = load_split(split_path, data.n)["test"]
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(test, size=min(n_images, len(test)), replace=False))
-    x0 = to_model_input(data.images(idx)).to(device)
-    labels = torch.from_numpy(data.label_indices[idx])
-    gen = torch.Generator().manual_seed(seed)
-    mi, se = mi_curves(get_score_fn(net, sde), sde, x0, labels, taus, n_times, gen, batch_size, progress=True)
-    rows = []
-    for j, tau in enumerate(taus):
-        for k, factor in enumerate(FACTOR_NAMES):
-            n_lv = int(data.n_levels_present[k])
-            rows.append({"tau": float(tau), "factor": factor, "mi": float(mi[j, k]), "se": float(se[j, k]),
-                         "ceiling": math.log(n_lv), "n_levels": n_lv, "n_images": len(idx),
-                         "n_times": int(n_times)})
-    df = pd.DataFrame(rows)
-    df["seed"] = np.int64(seed)
-    df["checkpoint"] = model_sha256(model_dir)
-    df = df.sort_values(["factor", "tau"], kind="stable").reset_index(drop=True)
-    write_parquet(df, out, {"estimator": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt (stratified MC)",
-                            "time_convention": "tau generative: 0 = noise, 1 = data"})
-    over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
-    for factor, rows in over.groupby("factor"):  # an exact estimator cannot exceed log(levels)
-        log.warning("MI of %s exceeds its ceiling %.3f nats by more than 3 se from tau = %.3f (max %.3f): the "
-                    "conditional network's label branches are undertrained", factor, rows["ceiling"].iloc[0],
-                    rows["tau"].min(), rows["mi"].max())
-    log.info("MI at tau=1 per factor (nats): %s",
-             df[df["tau"] == df["tau"].max()].set_index("factor")["mi"].round(3).to_dict())
-    return df

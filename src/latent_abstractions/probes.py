@@ -7,22 +7,13 @@ level 1 / (levels present). The layer "pixels" (noisy pixels, pooled) is the bas
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
-from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .factors import FACTOR_NAMES
-from .features import load_features
-from .io import read_parquet_metadata, write_parquet
 from .stats import bootstrap_ci
-
-log = logging.getLogger(__name__)
 
 
 def probe_accuracy(x_train, y_train, x_test, y_test, C: float, max_iter: int) -> np.ndarray:
@@ -34,36 +25,19 @@ def probe_accuracy(x_train, y_train, x_test, y_test, C: float, max_iter: int) ->
     return (clf.predict(x_test) == y_test).astype(np.float64)
 
 
-def _probe_one(path, layer, tau, C, max_iter, n_bootstrap, seed, n_levels):
-    feats, labs = load_features(path, layer, tau)
+def probe_rows(feats: dict[str, np.ndarray], labs: dict[str, np.ndarray], *, tau: float, layer: str, C: float,
+               max_iter: int, n_bootstrap: int, rngs: list[np.random.Generator], n_levels: list[int]) -> list[dict]:
+    """One table row per factor: probe accuracy of one layer at one tau, with its bootstrap CI.
+
+    Args:
+        feats, labs: {"train"/"test": features (n, D)}, {"train"/"test": level indices (n, 6)}.
+        rngs: one bootstrap generator per factor; n_levels: levels present per factor (chance = 1 / n).
+    """
     rows = []
     for k, factor in enumerate(FACTOR_NAMES):
         correct = probe_accuracy(feats["train"], labs["train"][:, k], feats["test"], labs["test"][:, k], C, max_iter)
-        rng = np.random.default_rng([seed, k, int(round(tau * 1e6))])
-        lo, hi = bootstrap_ci(correct, n_bootstrap, rng)
+        lo, hi = bootstrap_ci(correct, n_bootstrap, rngs[k])
         rows.append({"tau": float(tau), "factor": factor, "layer": layer, "accuracy": float(correct.mean()),
                      "ci_low": lo, "ci_high": hi, "chance": 1.0 / n_levels[k], "n_levels": int(n_levels[k]),
                      "n_train": len(feats["train"]), "n_test": len(feats["test"])})
     return rows
-
-
-def fit_linear_probes(features_path: str, out: str, *, C: float, max_iter: int, n_bootstrap: int, seed: int,
-                      n_jobs: int = 1) -> pd.DataFrame:
-    """The ``fit_linear_probes`` rule: one row per tau x layer x factor (schema in docs/architecture.md)."""
-    meta = read_parquet_metadata(features_path)
-    table = pq.read_table(features_path, columns=["tau", "layer"])
-    taus = np.unique(table["tau"].to_numpy())
-    layers = sorted(set(table["layer"].to_pylist()))
-    jobs = [(layer, tau) for layer in layers for tau in taus]
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_probe_one)(features_path, layer, tau, C, max_iter, n_bootstrap, seed, meta["n_levels"])
-        for layer, tau in jobs)
-    df = pd.DataFrame([r for rows in results for r in rows])
-    df["seed"] = np.int64(seed)
-    df["checkpoint"] = meta["checkpoint"]
-    df = df.sort_values(["layer", "factor", "tau"], kind="stable").reset_index(drop=True)
-    write_parquet(df, out, {"C": C, "max_iter": max_iter, "n_bootstrap": n_bootstrap,
-                            "time_convention": "tau generative: 0 = noise, 1 = data"})
-    best = df[df["layer"] != "pixels"].groupby("factor")["accuracy"].max()
-    log.info("best probe accuracy per factor: %s", best.round(3).to_dict())
-    return df

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import glob
 import html
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -34,14 +32,15 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     return df.to_html(index=False, border=0, float_format=lambda v: floatfmt.format(v), na_rep="–")
 
 
-def benchmark_table(bench_dir: str | Path) -> pd.DataFrame:
-    """Wall-clock seconds and peak memory of every rule whose ``benchmark:`` file exists (globbed at run time)."""
+def benchmark_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Wall-clock seconds and peak memory of the rules whose benchmark files are ``paths``.
+
+    Each path is ``<benchmarks>/<rule>/<job>.tsv`` (Snakemake's benchmark layout in this workflow).
+    """
     rows = []
-    for path in sorted(glob.glob(os.path.join(bench_dir, "**", "*.tsv"), recursive=True)):
+    for path in sorted(map(str, paths)):
         df = pd.read_csv(path, sep="\t")
-        rel = os.path.relpath(path, bench_dir)
-        rule, job = os.path.dirname(rel), Path(rel).stem
-        rows.append({"rule": rule, "job": job, "seconds": float(df["s"].iloc[0]),
+        rows.append({"rule": Path(path).parent.name, "job": Path(path).stem, "seconds": float(df["s"].iloc[0]),
                      "max_rss_mb": float(df["max_rss"].iloc[0]) if "max_rss" in df else float("nan")})
     return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
 
@@ -58,7 +57,7 @@ SECTION_TITLES = {
 
 def write_report(out: str | Path, *, config: dict, figures: dict[str, str], captions: dict[str, str],
                  emergence: pd.DataFrame, agreement: pd.DataFrame, classifier_accuracy: pd.DataFrame,
-                 sample_scores: dict[str, pd.DataFrame], hparams: dict[str, dict], bench_dir: str | Path,
+                 sample_scores: dict[str, pd.DataFrame], hparams: dict[str, dict], benchmarks: list[str],
                  orders: dict[str, list[str]]) -> None:
     """Write the HTML report atomically (see the module docstring)."""
     run = config["run_name"]
@@ -71,7 +70,7 @@ def write_report(out: str | Path, *, config: dict, figures: dict[str, str], capt
                            for name, hp in hparams.items()])
     scores = pd.concat([df.assign(model=m) for m, df in sample_scores.items()])[["model", "factor", "tv_distance",
                                                                                "n_samples"]]
-    bench = benchmark_table(bench_dir)
+    bench = benchmark_table(benchmarks)
     em = emergence.pivot_table(index=["factor"], columns=["measurement", "threshold"], values="tau").round(3)
     em.columns = [f"{m} τ@{int(q * 100)}%" for m, q in em.columns]
     em_ci = emergence.assign(ci=emergence.apply(lambda r: f"{r['tau']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]",

@@ -1,10 +1,48 @@
-"""Per-sample random number generators: sample k depends only on seed k, whatever the batch."""
+"""Seeds and random number generators.
+
+Every seed a stage uses is derived from the run's master seed by :func:`derive_seeds`, keyed by what the seed
+is for; the formulas are fixed (changing one changes every table computed with it). Per-sample generators:
+sample k depends only on its seed, whatever the batch.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
+
+#: purpose -> (seed, index, k) -> derived seed of item k (index: the grid point or model it belongs to).
+_FORMULAS = {
+    # sampled images of one model (sample_images) and base trajectories of the forking measurement
+    "sample": lambda seed, index, k: seed * 1_000_003 + k,
+    # fork k of all forks started at grid point ``index``
+    "fork": lambda seed, index, k: (seed + 1) * 7_919_993 + index * 100_003 + k,
+    # the noise added to every image at grid point ``index`` (extract_features)
+    "feature_noise": lambda seed, index, k: seed * 1000 + index,
+    # training run of score model ``index`` (0: unconditional, 1: conditional)
+    "score_model": lambda seed, index, k: seed + index,
+}
+
+
+def derive_seeds(seed: int, purpose: str, n: int = 1, index: int = 0) -> np.ndarray:
+    """``n`` int64 seeds for ``purpose`` (a key of the table above) derived from the master ``seed``."""
+    try:
+        formula = _FORMULAS[purpose]
+    except KeyError:
+        raise ValueError(f"unknown seed purpose {purpose!r}; known: {sorted(_FORMULAS)}") from None
+    k = np.arange(n, dtype=np.int64)
+    return (formula(np.int64(seed), np.int64(index), k) + np.zeros_like(k)).astype(np.int64)
+
+
+def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """The first seed of :func:`derive_seeds`, as a Python int."""
+    return int(derive_seeds(seed, purpose, 1, index)[0])
+
+
+def numpy_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A NumPy generator for one cell of a table (e.g. the bootstrap of one tau and factor): seeded by (seed, *keys)."""
+    return np.random.default_rng([int(seed), *map(int, keys)])
 
 
 def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

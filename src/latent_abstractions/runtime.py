@@ -1,16 +1,22 @@
-"""Process-level set-up shared by the workflow scripts: logging, threads, device selection."""
+"""Process-level set-up shared by the workflow scripts: logging to the rule's log, threads, device selection.
+
+Only the standard library is imported at module level, so a script can route its log before it imports
+anything that might fail (a package missing from the rule's environment is then in the log too).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from typing import Iterator
 
-import torch
+LOGGER = "latent_abstractions"
 
 
 def setup_logging(log_path: str | None = None) -> logging.Logger:
-    """Log INFO and above to ``log_path`` (appending) and to stderr; return the package logger."""
+    """Log INFO and above (and Python warnings) to ``log_path`` (appending) and to stderr; return the package logger."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
@@ -21,16 +27,38 @@ def setup_logging(log_path: str | None = None) -> logging.Logger:
         handlers=handlers,
         force=True,
     )
-    return logging.getLogger("latent_abstractions")
+    logging.captureWarnings(True)  # warnings.warn(...) -> logger "py.warnings" -> the same handlers
+    return logging.getLogger(LOGGER)
 
 
-def select_device(n_gpus: int, threads: int | None = None) -> torch.device:
-    """The device a job must use: CUDA exactly when it was given a GPU (``n_gpus > 0``).
+@contextlib.contextmanager
+def rule_logging(log_path: str, rule: str | None = None) -> Iterator[logging.Logger]:
+    """Route logging and warnings to ``log_path``; log any exception with its traceback there, then re-raise.
+
+    Every workflow script runs its body inside this block, so a failed job's log names the error (Snakemake
+    points the user to the log, and ``show-failed-logs`` prints it).
+    """
+    log = setup_logging(log_path)
+    try:
+        yield log
+    except BaseException as err:
+        if not (isinstance(err, SystemExit) and err.code in (0, None)):
+            log.exception("%s failed: %s: %s", rule or "rule", type(err).__name__, err)
+        raise
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+
+
+def select_device(n_gpus: int, threads: int | None = None):
+    """The torch device a job must use: CUDA exactly when it was given a GPU (``n_gpus > 0``).
 
     Raises:
         RuntimeError: if a GPU was requested but CUDA is not available (a CPU-only torch on a GPU node).
     """
-    log = logging.getLogger("latent_abstractions")
+    import torch
+
+    log = logging.getLogger(LOGGER)
     if threads:
         torch.set_num_threads(int(threads))
     if n_gpus and n_gpus > 0:

@@ -1,7 +1,8 @@
-# Shared helpers: config validation, the run directory, GPU detection, the final-target list.
-# Rule files register their final outputs with register_final(); `rule all` asks for all of them.
+# Shared helpers: config validation, the run directory, the model list, GPU detection, params and targets.
+# Every list lives here once: MODELS (from the package), FACTOR_NAMES, the final targets (get_final_outputs).
 
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -9,22 +10,35 @@ from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Make the package importable from script: directives without installing it (scripts run in
-# subprocesses that inherit this environment).
+# Make this checkout's package importable: here (helpers below import it) and in the script: directives'
+# subprocesses, which inherit PYTHONPATH. The checkout's src/ goes first, before any installed copy.
 _SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
+sys.path.insert(0, _SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p))
 
+from latent_abstractions import SCORE_MODELS  # noqa: E402
+from latent_abstractions.factors import FACTOR_NAMES  # noqa: E402
+from latent_abstractions.taus import tau_grid  # noqa: E402
+
 RUN = config["run_name"]
-# Everything a run produces lives under results/<run_name>/ (logs and benchmarks included).
+# Everything a run produces lives under results/<run_name>/; logs and benchmarks mirror the rules:
+# results/<run>/logs/<rule>/<wildcards>.log and results/<run>/benchmarks/<rule>/<wildcards>.tsv.
 RESULTS = f"results/{RUN}"
 LOGS = f"results/{RUN}/logs"
 BENCH = f"results/{RUN}/benchmarks"
+# The score models ({model} wildcard): the unconditional and the factor-conditional network.
+MODELS = list(SCORE_MODELS)
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
 
 
 def detect_gpus():
     """GPUs per GPU job: LATENT_ABSTRACTIONS_GPUS if set, else 1 when this host has CUDA, else 0.
 
-    Scripts use CUDA exactly when their job was given gpu > 0 (profiles may override per rule).
+    Scripts use CUDA exactly when their job was given gpu > 0 (profiles may override per rule). The GPU rules
+    are exactly the rules that declare `resources: gpu=GPUS`; tests and docs derive the list from them.
     """
     env = os.environ.get("LATENT_ABSTRACTIONS_GPUS")
     if env is not None:
@@ -39,21 +53,32 @@ def detect_gpus():
 
 GPUS = detect_gpus()
 
-_FINAL = []
+
+# --- config values for params: each rule's params hold exactly the keys it uses ---
 
 
-def register_final(*paths):
-    """Add outputs that `rule all` must build."""
-    _FINAL.extend(paths)
+def cfg(dpath):
+    """The config value at ``dpath`` ("section/key"), for a rule's params."""
+    return lookup(dpath=dpath, within=config)
 
 
-def get_final_outputs():
-    return list(_FINAL)
+def cfg_keys(section, *keys):
+    """{key: config[section][key]} for the named keys only (a params entry that documents its dependencies)."""
+    return {key: config[section][key] for key in keys}
+
+
+def get_label_dropout(wildcards):
+    """The conditional model's label dropout; the unconditional model has no labels to drop (0)."""
+    return config["score_model"]["label_dropout"] if wildcards.model == "cond" else 0.0
+
+
+def get_taus():
+    """The shared tau grid, as a list (params must be plain values)."""
+    t = config["taus"]
+    return tau_grid(t["start"], t["stop"], t["n"]).tolist()
 
 
 # --- dataset (data.smk) ---
-
-FACTOR_NAMES = ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
 
 
 def get_dataset():
@@ -74,31 +99,51 @@ def get_level_counts():
     return [levels[name] for name in FACTOR_NAMES]
 
 
-# --- measurements (measure.smk) ---
-
-def get_taus():
-    """The shared tau grid, as a list (params must be plain values)."""
-    from latent_abstractions.taus import tau_grid
-
-    t = config["taus"]
-    return tau_grid(t["start"], t["stop"], t["n"]).tolist()
-
-
 def model_file(model, name):
     return f"{RESULTS}/models/{model}/{name}"
 
 
-# Light rules run on the submit host when a cluster executor is used; so does the download (compute nodes
-# often have no internet access).
-localrules:
-    all,
-    download_shapes3d,
-    split_dataset,
-    plot_contact_sheet,
-    plot_probes,
-    plot_mutual_info,
-    plot_forking,
-    plot_samples_forks,
-    plot_training_loss,
-    make_emergence_table,
-    make_report,
+# --- report (report.smk) ---
+
+
+def get_captions():
+    """Figure key -> its caption file, resolved from this workflow's source (works with --directory)."""
+    keys = ("probes", "mutual_info", "forking", "samples_forks", "training_loss")
+    return {key: workflow.source_path(f"../report/{key}.rst") for key in keys}
+
+
+def get_benchmarks():
+    """The benchmark files of every benchmarked rule in this run's DAG (the report's timing table)."""
+    files = [
+        *expand(rules.train_score_model.benchmark, model=MODELS),
+        *expand(rules.sample_images.benchmark, model=MODELS),
+        rules.train_classifier.benchmark,
+        rules.extract_features.benchmark,
+        rules.fit_linear_probes.benchmark,
+        rules.estimate_mutual_information.benchmark,
+        rules.run_forking.benchmark,
+    ]
+    if config["dataset"]["source"] == "synthetic":
+        files.append(rules.render_shapes3d.benchmark)
+    return files
+
+
+def get_final_outputs():
+    """The default target list (the `all` rule): the report, every figure (PDF and PNG), every table and the fork strips."""
+    return [
+        rules.split_dataset.output.split,
+        rules.plot_contact_sheet.output.png,
+        rules.train_classifier.output.accuracy,
+        *expand(rules.sample_images.output.grid, model=MODELS),
+        *expand(rules.sample_images.output.scores, model=MODELS),
+        rules.fit_linear_probes.output.table,
+        rules.estimate_mutual_information.output.table,
+        rules.run_forking.output.table,
+        rules.run_forking.output.strips,
+        rules.make_report.output.html,
+        rules.plot_probes.output.pdf,
+        rules.plot_mutual_info.output.pdf,
+        rules.plot_forking.output.pdf,
+        rules.plot_samples_forks.output.pdf,
+        rules.plot_training_loss.output.pdf,
+    ]

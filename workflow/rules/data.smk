@@ -9,7 +9,7 @@ rule render_shapes3d:
     benchmark:
         f"{BENCH}/render_shapes3d/render_shapes3d.tsv"
     params:
-        resolution=config["dataset"]["synthetic"]["resolution"],
+        resolution=cfg("dataset/synthetic/resolution"),
         levels=get_level_counts(),
     threads: 1
     resources:
@@ -21,14 +21,16 @@ rule render_shapes3d:
         "../scripts/render_shapes3d.py"
 
 
+# Local: compute nodes often have no internet access.
 rule download_shapes3d:
+    localrule: True
     output:
         h5="resources/shapes3d/3dshapes.h5",
     log:
         f"{LOGS}/download_shapes3d/download_shapes3d.log",
     params:
-        url=config["dataset"]["url"],
-        sha256=config["dataset"]["sha256"],
+        url=cfg("dataset/url"),
+        sha256=cfg("dataset/sha256"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -40,6 +42,7 @@ rule download_shapes3d:
 
 
 rule split_dataset:
+    localrule: True
     input:
         h5=get_dataset(),
     output:
@@ -47,8 +50,8 @@ rule split_dataset:
     log:
         f"{LOGS}/split_dataset/split_dataset.log",
     params:
-        test_fraction=config["dataset"]["test_fraction"],
-        seed=config["seed"],
+        test_fraction=cfg("dataset/test_fraction"),
+        seed=cfg("seed"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -60,6 +63,7 @@ rule split_dataset:
 
 
 rule plot_contact_sheet:
+    localrule: True
     input:
         h5=get_dataset(),
     output:
@@ -71,15 +75,12 @@ rule plot_contact_sheet:
     log:
         f"{LOGS}/plot_contact_sheet/plot_contact_sheet.log",
     params:
-        seed=config["seed"],
+        seed=cfg("seed"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/report.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/plot_contact_sheet.py"
-
-
-register_final(rules.split_dataset.output.split, rules.plot_contact_sheet.output.png)

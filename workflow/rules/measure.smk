@@ -15,9 +15,14 @@ rule extract_features:
     benchmark:
         f"{BENCH}/extract_features/extract_features.tsv"
     params:
-        cfg=config["features"],
         taus=get_taus(),
-        seed=config["seed"],
+        layers=cfg("features/layers"),
+        pooling=cfg("features/pooling"),
+        grid=cfg("features/grid"),
+        n_train=cfg("features/n_train"),
+        n_test=cfg("features/n_test"),
+        batch_size=cfg("features/batch_size"),
+        seed=cfg("seed"),
     threads: 2
     resources:
         gpu=GPUS,
@@ -39,8 +44,10 @@ rule fit_linear_probes:
     benchmark:
         f"{BENCH}/fit_linear_probes/fit_linear_probes.tsv"
     params:
-        cfg=config["probes"],
-        seed=config["seed"],
+        C=cfg("probes/C"),
+        max_iter=cfg("probes/max_iter"),
+        n_bootstrap=cfg("probes/n_bootstrap"),
+        seed=cfg("seed"),
     threads: 2
     resources:
         mem_mb=4000,
@@ -64,9 +71,11 @@ rule estimate_mutual_information:
     benchmark:
         f"{BENCH}/estimate_mutual_information/estimate_mutual_information.tsv"
     params:
-        cfg=config["mutual_info"],
         taus=get_taus(),
-        seed=config["seed"],
+        n_images=cfg("mutual_info/n_images"),
+        n_times=cfg("mutual_info/n_times"),
+        batch_size=cfg("mutual_info/batch_size"),
+        seed=cfg("seed"),
     threads: 2
     resources:
         gpu=GPUS,
@@ -83,6 +92,7 @@ rule run_forking:
         model=model_file("uncond", "model.pt"),
         hparams=model_file("uncond", "hparams.json"),
         classifier=rules.train_classifier.output.model,
+        classifier_hparams=rules.train_classifier.output.hparams,
     output:
         table=f"{RESULTS}/tables/forking.parquet",
         strips=f"{RESULTS}/forking/strips.h5",
@@ -91,10 +101,14 @@ rule run_forking:
     benchmark:
         f"{BENCH}/run_forking/run_forking.tsv"
     params:
-        cfg=config["forking"],
-        sampling=config["sampling"],
         taus=get_taus(),
-        seed=config["seed"],
+        n_base=cfg("forking/n_base"),
+        n_forks=cfg("forking/n_forks"),
+        steps=cfg("forking/steps"),
+        strip_taus=cfg("forking/strip_taus"),
+        method=cfg("sampling/method"),
+        snr=cfg("sampling/snr"),
+        seed=cfg("seed"),
     threads: 2
     resources:
         gpu=GPUS,
@@ -104,11 +118,3 @@ rule run_forking:
         "../../envs/torch.yaml"
     script:
         "../scripts/run_forking.py"
-
-
-register_final(
-    rules.fit_linear_probes.output.table,
-    rules.estimate_mutual_information.output.table,
-    rules.run_forking.output.table,
-    rules.run_forking.output.strips,
-)

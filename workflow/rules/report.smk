@@ -3,6 +3,7 @@
 
 
 rule plot_probes:
+    localrule: True
     input:
         probes=rules.fit_linear_probes.output.table,
     output:
@@ -10,18 +11,17 @@ rule plot_probes:
         png=report(f"{RESULTS}/figures/probes.png", caption="../report/probes.rst", category="Measurements"),
     log:
         f"{LOGS}/plot_probes/plot_probes.log",
-    params:
-        figure="probes",
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/plot_figure.py"
+        "../scripts/plot_probes.py"
 
 
 rule plot_mutual_info:
+    localrule: True
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
     output:
@@ -31,18 +31,17 @@ rule plot_mutual_info:
         ),
     log:
         f"{LOGS}/plot_mutual_info/plot_mutual_info.log",
-    params:
-        figure="mutual_info",
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/plot_figure.py"
+        "../scripts/plot_mutual_info.py"
 
 
 rule plot_forking:
+    localrule: True
     input:
         forking=rules.run_forking.output.table,
     output:
@@ -50,18 +49,17 @@ rule plot_forking:
         png=report(f"{RESULTS}/figures/forking.png", caption="../report/forking.rst", category="Measurements"),
     log:
         f"{LOGS}/plot_forking/plot_forking.log",
-    params:
-        figure="forking",
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/plot_figure.py"
+        "../scripts/plot_forking.py"
 
 
 rule plot_samples_forks:
+    localrule: True
     input:
         samples=f"{RESULTS}/samples/uncond.h5",
         strips=rules.run_forking.output.strips,
@@ -72,38 +70,37 @@ rule plot_samples_forks:
         ),
     log:
         f"{LOGS}/plot_samples_forks/plot_samples_forks.log",
-    params:
-        figure="samples_forks",
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/plot_figure.py"
+        "../scripts/plot_samples_forks.py"
 
 
 rule plot_training_loss:
+    localrule: True
     input:
-        uncond=f"{RESULTS}/models/uncond/loss.parquet",
-        cond=f"{RESULTS}/models/cond/loss.parquet",
+        losses=expand(rules.train_score_model.output.loss, model=MODELS),
     output:
         pdf=f"{RESULTS}/figures/training_loss.pdf",
         png=report(f"{RESULTS}/figures/training_loss.png", caption="../report/training_loss.rst", category="Training"),
     log:
         f"{LOGS}/plot_training_loss/plot_training_loss.log",
     params:
-        figure="training_loss",
+        models=MODELS,
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/plot_figure.py"
+        "../scripts/plot_training_loss.py"
 
 
 rule make_emergence_table:
+    localrule: True
     input:
         probes=rules.fit_linear_probes.output.table,
         mutual_info=rules.estimate_mutual_information.output.table,
@@ -114,9 +111,10 @@ rule make_emergence_table:
     log:
         f"{LOGS}/make_emergence_table/make_emergence_table.log",
     params:
-        cfg=config["report"],
-        layer=config["features"]["layers"][0],
-        seed=config["seed"],
+        layer=lookup(dpath="features/layers/0", within=config),
+        thresholds=cfg("report/thresholds"),
+        n_bootstrap=cfg("report/n_bootstrap"),
+        seed=cfg("seed"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -127,6 +125,7 @@ rule make_emergence_table:
 
 
 rule make_report:
+    localrule: True
     input:
         probes=rules.plot_probes.output.png,
         mutual_info=rules.plot_mutual_info.output.png,
@@ -136,17 +135,19 @@ rule make_report:
         emergence=rules.make_emergence_table.output.table,
         agreement=rules.make_emergence_table.output.agreement,
         classifier=rules.train_classifier.output.accuracy,
-        scores=expand(rules.sample_images.output.scores, model=["uncond", "cond"]),
-        hparams=expand(rules.train_score_model.output.hparams, model=["uncond", "cond"]),
+        scores=expand(rules.sample_images.output.scores, model=MODELS),
+        hparams=expand(rules.train_score_model.output.hparams, model=MODELS),
+        benchmarks=get_benchmarks(),
     output:
         html=f"{RESULTS}/report/report.html",
     log:
         f"{LOGS}/make_report/make_report.log",
     params:
+        models=MODELS,
+        captions=get_captions(),
+        first_threshold=lookup(dpath="report/thresholds/0", within=config),
+        # the report shows the resolved configuration, so it depends on all of it
         config=config,
-        bench_dir=BENCH,
-        captions_dir=os.path.join(workflow.basedir, "workflow", "report"),
-        first_threshold=config["report"]["thresholds"][0],
     threads: 1
     resources:
         mem_mb=2000,
@@ -154,13 +155,3 @@ rule make_report:
         "../../envs/report.yaml"
     script:
         "../scripts/make_report.py"
-
-
-register_final(
-    rules.make_report.output.html,
-    rules.plot_probes.output.pdf,
-    rules.plot_mutual_info.output.pdf,
-    rules.plot_forking.output.pdf,
-    rules.plot_samples_forks.output.pdf,
-    rules.plot_training_loss.output.pdf,
-)

@@ -6,6 +6,7 @@ rule sample_images:
         model=rules.train_score_model.output.model,
         hparams=rules.train_score_model.output.hparams,
         classifier=rules.train_classifier.output.model,
+        classifier_hparams=rules.train_classifier.output.hparams,
     output:
         h5=f"{RESULTS}/samples/{{model}}.h5",
         grid=report(
@@ -20,8 +21,12 @@ rule sample_images:
     benchmark:
         f"{BENCH}/sample_images/{{model}}.tsv"
     params:
-        cfg=config["sampling"],
-        seed=config["seed"],
+        n_samples=cfg("sampling/n_samples"),
+        steps=cfg("sampling/steps"),
+        method=cfg("sampling/method"),
+        snr=cfg("sampling/snr"),
+        batch_size=cfg("sampling/batch_size"),
+        seed=cfg("seed"),
     threads: 2
     resources:
         gpu=GPUS,
@@ -31,9 +36,3 @@ rule sample_images:
         "../../envs/torch.yaml"
     script:
         "../scripts/sample_images.py"
-
-
-register_final(
-    expand(rules.sample_images.output.grid, model=["uncond", "cond"]),
-    expand(rules.sample_images.output.scores, model=["uncond", "cond"]),
-)

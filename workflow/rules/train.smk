@@ -2,10 +2,6 @@
 # Resumable state lives in results/<run>/state/<model>/ (not an output: it survives a killed job).
 
 
-wildcard_constraints:
-    model="uncond|cond",
-
-
 rule train_score_model:
     input:
         h5=get_dataset(),
@@ -19,10 +15,12 @@ rule train_score_model:
     benchmark:
         f"{BENCH}/train_score_model/{{model}}.tsv"
     params:
-        net=config["score_model"],
-        sde=config["sde"],
-        training=config["training"],
-        seed=config["seed"],
+        net=cfg_keys("score_model", "nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "fourier_scale"),
+        label_dropout=get_label_dropout,
+        sigma_min=cfg("sde/sigma_min"),
+        sigma_max=cfg("sde/sigma_max"),
+        training=cfg("training"),
+        seed=cfg("seed"),
         state_dir=f"{RESULTS}/state/{{model}}",
     threads: 2
     resources:
@@ -48,8 +46,11 @@ rule train_classifier:
     benchmark:
         f"{BENCH}/train_classifier/train_classifier.tsv"
     params:
-        cfg=config["classifier"],
-        seed=config["seed"],
+        width=cfg("classifier/width"),
+        steps=cfg("classifier/steps"),
+        batch_size=cfg("classifier/batch_size"),
+        lr=cfg("classifier/lr"),
+        seed=cfg("seed"),
     threads: 2
     resources:
         gpu=GPUS,
@@ -59,6 +60,3 @@ rule train_classifier:
         "../../envs/torch.yaml"
     script:
         "../scripts/train_classifier.py"
-
-
-register_final(rules.train_classifier.output.accuracy)

@@ -1,8 +1,8 @@
 """Snakemake adapter: download the official 3dshapes.h5 (resumable, validated)."""
 
-from latent_abstractions.download import download
-from latent_abstractions.runtime import setup_logging
+from latent_abstractions.runtime import rule_logging
 
-log = setup_logging(snakemake.log[0])
-log.info("downloading %s", snakemake.params.url)
-download(snakemake.params.url, snakemake.output.h5, sha256=snakemake.params.sha256)
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.data import download_shapes3d
+
+    download_shapes3d(snakemake.output.h5, url=snakemake.params.url, sha256=snakemake.params.sha256)

@@ -1,16 +1,12 @@
 """Snakemake adapter: I(Y_tau; factor) from the conditional score network."""
 
-from pathlib import Path
+from latent_abstractions.runtime import rule_logging, select_device
 
-import numpy as np
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.measure import estimate_mutual_information
 
-from latent_abstractions.mutual_info import estimate_mutual_information
-from latent_abstractions.runtime import select_device, setup_logging
-
-setup_logging(snakemake.log[0])
-device = select_device(snakemake.resources.get("gpu", 0), snakemake.threads)
-cfg = snakemake.params.cfg
-estimate_mutual_information(Path(snakemake.input.model).parent, snakemake.input.h5, snakemake.input.split,
-                            snakemake.output.table, taus=np.asarray(snakemake.params.taus),
-                            n_images=cfg["n_images"], n_times=cfg["n_times"], batch_size=cfg["batch_size"],
-                            seed=snakemake.params.seed, device=device)
+    inp, par = snakemake.input, snakemake.params
+    estimate_mutual_information(inp.model, inp.hparams, inp.h5, inp.split, snakemake.output.table, taus=par.taus,
+                                n_images=par.n_images, n_times=par.n_times, batch_size=par.batch_size,
+                                seed=par.seed,
+                                device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads))

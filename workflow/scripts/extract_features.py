@@ -1,16 +1,12 @@
 """Snakemake adapter: per-tau pooled features of the unconditional score network."""
 
-from pathlib import Path
+from latent_abstractions.runtime import rule_logging, select_device
 
-import numpy as np
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.measure import extract_features
 
-from latent_abstractions.features import extract_features
-from latent_abstractions.runtime import select_device, setup_logging
-
-setup_logging(snakemake.log[0])
-device = select_device(snakemake.resources.get("gpu", 0), snakemake.threads)
-cfg = snakemake.params.cfg
-extract_features(Path(snakemake.input.model).parent, snakemake.input.h5, snakemake.input.split,
-                 snakemake.output.features, taus=np.asarray(snakemake.params.taus), layers=cfg["layers"],
-                 pooling=cfg["pooling"], grid=cfg["grid"], n_train=cfg["n_train"], n_test=cfg["n_test"],
-                 batch_size=cfg["batch_size"], seed=snakemake.params.seed, device=device)
+    inp, par = snakemake.input, snakemake.params
+    extract_features(inp.model, inp.hparams, inp.h5, inp.split, snakemake.output.features, taus=par.taus,
+                     layers=par.layers, pooling=par.pooling, grid=par.grid, n_train=par.n_train,
+                     n_test=par.n_test, batch_size=par.batch_size, seed=par.seed,
+                     device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads))

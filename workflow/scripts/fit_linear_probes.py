@@ -1,9 +1,10 @@
 """Snakemake adapter: linear probes per tau, layer and factor."""
 
-from latent_abstractions.probes import fit_linear_probes
-from latent_abstractions.runtime import setup_logging
+from latent_abstractions.runtime import rule_logging
 
-setup_logging(snakemake.log[0])
-cfg = snakemake.params.cfg
-fit_linear_probes(snakemake.input.features, snakemake.output.table, C=cfg["C"], max_iter=cfg["max_iter"],
-                  n_bootstrap=cfg["n_bootstrap"], seed=snakemake.params.seed, n_jobs=snakemake.threads)
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.probes import fit_linear_probes
+
+    par = snakemake.params
+    fit_linear_probes(snakemake.input.features, snakemake.output.table, C=par.C, max_iter=par.max_iter,
+                      n_bootstrap=par.n_bootstrap, seed=par.seed, n_jobs=snakemake.threads)

@@ -1,18 +1,10 @@
 """Snakemake adapter: emergence times of each factor under the three measurements, and their agreement."""
 
-import pandas as pd
+from latent_abstractions.runtime import rule_logging
 
-from latent_abstractions.emergence import emergence_table
-from latent_abstractions.io import write_parquet
-from latent_abstractions.runtime import setup_logging
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.report import make_emergence_table
 
-log = setup_logging(snakemake.log[0])
-probes = pd.read_parquet(snakemake.input.probes)
-curves = {"probes": probes[probes["layer"] == snakemake.params.layer],
-          "mutual_info": pd.read_parquet(snakemake.input.mutual_info),
-          "forking": pd.read_parquet(snakemake.input.forking)}
-cfg = snakemake.params.cfg
-table, agreement = emergence_table(curves, cfg["thresholds"], cfg["n_bootstrap"], snakemake.params.seed)
-log.info("agreement:\n%s", agreement.to_string())
-write_parquet(table, snakemake.output.table, {"layer": snakemake.params.layer, **cfg})
-write_parquet(agreement, snakemake.output.agreement, {"layer": snakemake.params.layer, **cfg})
+    inp, out, par = snakemake.input, snakemake.output, snakemake.params
+    make_emergence_table(inp.probes, inp.mutual_info, inp.forking, out.table, out.agreement, layer=par.layer,
+                         thresholds=par.thresholds, n_bootstrap=par.n_bootstrap, seed=par.seed)

@@ -1,14 +1,12 @@
 """Snakemake adapter: sample a score model, draw the grid, score the samples with the classifier."""
 
-from pathlib import Path
+from latent_abstractions.runtime import rule_logging, select_device
 
-from latent_abstractions.generate import sample_and_score
-from latent_abstractions.runtime import select_device, setup_logging
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.sample import sample_images
 
-setup_logging(snakemake.log[0])
-device = select_device(snakemake.resources.get("gpu", 0), snakemake.threads)
-cfg = snakemake.params.cfg
-sample_and_score(Path(snakemake.input.model).parent, Path(snakemake.input.classifier).parent, snakemake.output.h5,
-                 snakemake.output.grid, snakemake.output.scores, n=cfg["n_samples"], steps=cfg["steps"],
-                 method=cfg["method"], snr=cfg["snr"], batch_size=cfg["batch_size"], seed=snakemake.params.seed,
-                 device=device)
+    inp, out, par = snakemake.input, snakemake.output, snakemake.params
+    sample_images(inp.model, inp.hparams, inp.classifier, inp.classifier_hparams, out.h5, out.grid, out.scores,
+                  model=snakemake.wildcards.model, n_samples=par.n_samples, steps=par.steps, method=par.method,
+                  snr=par.snr, batch_size=par.batch_size, seed=par.seed,
+                  device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads))

@@ -1,12 +1,9 @@
 """Snakemake adapter: seeded train/test split of the dataset."""
 
-from latent_abstractions import io
-from latent_abstractions.runtime import setup_logging
-from latent_abstractions.shapes3d import load_shapes3d, make_split
+from latent_abstractions.runtime import rule_logging
 
-log = setup_logging(snakemake.log[0])
-data = load_shapes3d(snakemake.input.h5)
-split = make_split(data.n, snakemake.params.test_fraction, snakemake.params.seed)
-log.info("%s: %d images, %d test", data.path, data.n, (split["split"] == "test").sum())
-io.write_parquet(split, snakemake.output.split, {"dataset": str(data.path), "seed": snakemake.params.seed,
-                                                 "test_fraction": snakemake.params.test_fraction})
+with rule_logging(snakemake.log[0], snakemake.rule):
+    from latent_abstractions.stages.data import split_dataset
+
+    split_dataset(snakemake.input.h5, snakemake.output.split, test_fraction=snakemake.params.test_fraction,
+                  seed=snakemake.params.seed)

@@ -1,0 +1,81 @@
+"""Report stages (report environment: no torch): the figures, the emergence table, the HTML report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import h5py
+import pandas as pd
+
+from .. import plotting
+from ..emergence import MEASUREMENTS, emergence_table, factor_order
+from ..io import write_parquet
+from ..report import write_report
+
+log = logging.getLogger(__name__)
+
+
+def plot_probes(probes: str, pdf_out: str) -> None:
+    """The ``plot_probes`` rule (the PNG beside ``pdf_out`` as well)."""
+    plotting.plot_probes(pd.read_parquet(probes), pdf_out)
+
+
+def plot_mutual_info(mutual_info: str, pdf_out: str) -> None:
+    """The ``plot_mutual_info`` rule."""
+    plotting.plot_mutual_info(pd.read_parquet(mutual_info), pdf_out)
+
+
+def plot_forking(forking: str, pdf_out: str) -> None:
+    """The ``plot_forking`` rule."""
+    plotting.plot_forking(pd.read_parquet(forking), pdf_out)
+
+
+def plot_training_loss(losses: dict[str, str], pdf_out: str) -> None:
+    """The ``plot_training_loss`` rule: ``losses`` maps each model name to its loss table."""
+    plotting.plot_training_loss({name: pd.read_parquet(path) for name, path in losses.items()}, pdf_out)
+
+
+def plot_samples_forks(samples: str, strips: str, pdf_out: str) -> None:
+    """The ``plot_samples_forks`` rule: unconditional samples next to the fork strips."""
+    with h5py.File(samples) as s, h5py.File(strips) as f:
+        plotting.plot_samples_forks(s["images"][...], f["images"][...], f["taus"][...], pdf_out)
+
+
+def make_emergence_table(probes: str, mutual_info: str, forking: str, table_out: str, agreement_out: str, *,
+                         layer: str, thresholds: list[float], n_bootstrap: int, seed: int) -> None:
+    """The ``make_emergence_table`` rule: emergence times under the three measurements, and their agreement."""
+    probe_table = pd.read_parquet(probes)
+    curves = {"probes": probe_table[probe_table["layer"] == layer],
+              "mutual_info": pd.read_parquet(mutual_info),
+              "forking": pd.read_parquet(forking)}
+    table, agreement = emergence_table(curves, thresholds, n_bootstrap, seed)
+    log.info("agreement:\n%s", agreement.to_string())
+    meta = {"layer": layer, "thresholds": thresholds, "n_bootstrap": n_bootstrap}
+    write_parquet(table, table_out, meta)
+    write_parquet(agreement, agreement_out, meta)
+
+
+def read_caption(path: str) -> str:
+    """A caption file's text on one line."""
+    return " ".join(Path(path).read_text().split())
+
+
+def make_report(html_out: str, *, figures: dict[str, str], captions: dict[str, str], emergence: str,
+                agreement: str, classifier_accuracy: str, sample_scores: dict[str, str], hparams: dict[str, str],
+                benchmarks: list[str], config: dict, first_threshold: float) -> None:
+    """The ``make_report`` rule: one self-contained HTML file from the declared inputs only.
+
+    Args:
+        figures, captions: figure key -> PNG path, caption (.rst) path.
+        sample_scores, hparams: model name -> its sample-score table, its ``hparams.json``.
+        benchmarks: the benchmark files of the run's rules; config: the resolved config (shown in the report).
+    """
+    em = pd.read_parquet(emergence)
+    write_report(html_out, config=config, figures=figures,
+                 captions={key: read_caption(path) for key, path in captions.items()}, emergence=em,
+                 agreement=pd.read_parquet(agreement), classifier_accuracy=pd.read_parquet(classifier_accuracy),
+                 sample_scores={m: pd.read_parquet(p) for m, p in sample_scores.items()},
+                 hparams={m: json.loads(Path(p).read_text()) for m, p in hparams.items()}, benchmarks=benchmarks,
+                 orders={m: factor_order(em, m, first_threshold) for m in MEASUREMENTS})
