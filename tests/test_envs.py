@@ -1,5 +1,10 @@
-"""The conda environments in envs/ pin exactly what requirements.txt pins."""
+"""The conda environments in envs/: exact pins (those of requirements.txt), and per rule, every third-party
+module its code path imports. Conda channels cannot be reached here, so the check is static: it follows each
+rule's script through the package's module-level imports and looks the modules up in the rule's env file."""
 
+import ast
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,13 +59,111 @@ def test_envs_cover_every_runtime_requirement():
     assert not missing, f"requirements.txt pins {sorted(missing)} but no env in envs/ lists them"
 
 
-def test_every_rule_env_exists():
-    n_rules = 0
-    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
-        lines = [line.strip() for line in smk.read_text().splitlines()]
-        for i, line in enumerate(lines):
-            if line.startswith("conda:"):
-                rel = (line.split(":", 1)[1].strip() or lines[i + 1]).strip(",").strip('"')
-                assert (smk.parent / rel).resolve().is_file(), f"{smk.name}: conda env {rel} not found"
-                n_rules += 1
-    assert n_rules >= 10
+# Import name -> the pinned distribution that provides it (joblib is installed with scikit-learn).
+DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "joblib": "scikit-learn"}
+PACKAGE = "latent_abstractions"
+SRC = ROOT / "src"
+
+
+def rules_with_script_and_env():
+    """{rule: (script path, env file path)} read from the rule files (static: no Snakemake run)."""
+    out = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
+            name = re.match(r"rule (\w+):", block).group(1)
+            env = re.search(r"^    conda:\n\s+\"([^\"]+)\"", block, flags=re.M)
+            script = re.search(r"^    script:\n\s+\"([^\"]+)\"", block, flags=re.M)
+            if script:
+                assert env, f"{smk.name}: rule {name} runs a script but declares no conda env"
+                out[name] = ((smk.parent / script.group(1)).resolve(), (smk.parent / env.group(1)).resolve())
+    return out
+
+
+def module_file(module):
+    """The source file of a package module (``latent_abstractions.x.y``), or None if it is not one."""
+    base = SRC.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(path, module):
+    """Absolute names of the modules ``path`` imports when it is loaded: module-level statements, including
+    those under ``if``/``try``/``with`` blocks, but not function bodies or ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = []
+
+    def visit(nodes):
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1])
+                    base = f"{base}.{node.module}" if node.module else base
+                else:
+                    base = node.module
+                names.append(base)
+                names.extend(f"{base}.{alias.name}" for alias in node.names)  # submodules, if they are modules
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "finalbody", []))
+
+    visit(tree.body)
+    return names
+
+
+def third_party_imports(script):
+    """Top-level third-party modules that running ``script`` imports at load time, following the package."""
+    seen, found = set(), {}
+    todo = [(script, "__main__", [script.name])]
+    # The script's own body runs in full (its imports sit in the `with rule_logging(...)` block).
+    while todo:
+        path, module, chain = todo.pop()
+        for name in imported_modules(path, module):
+            top = name.split(".")[0]
+            if top == PACKAGE:
+                target = module_file(name)
+                if target is not None and name not in seen:
+                    seen.add(name)
+                    todo.append((target, name, [*chain, name]))
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                found.setdefault(top, chain)
+    return found
+
+
+RULES = rules_with_script_and_env()
+
+
+def test_rules_found():
+    # every rule file contributes, and every script in workflow/scripts/ is some rule's script
+    scripts = {script.name for script, _ in RULES.values()}
+    assert scripts == {p.name for p in (ROOT / "workflow" / "scripts").glob("*.py")}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_rule_env_lists_every_third_party_module_its_code_imports(rule):
+    script, env = RULES[rule]
+    assert env.is_file(), f"rule {rule}: conda env {env} not found"
+    listed = set(env_pins(env))
+    missing = {top: chain for top, chain in third_party_imports(script).items()
+               if DISTRIBUTION.get(top, top).lower() not in listed}
+    assert not missing, (f"rule {rule} runs in {env.name}, which lacks "
+                         + "; ".join(f"{top} (imported via {' -> '.join(chain)})" for top, chain in missing.items()))
+
+
+def test_the_import_follower_sees_through_the_package(tmp_path):
+    # a script importing a module that imports torch at load time needs torch; function-level imports do not count
+    script = tmp_path / "s.py"
+    script.write_text("from latent_abstractions.stages.measure import run_forking\n")
+    assert "torch" in third_party_imports(script) and "h5py" in third_party_imports(script)
+    script.write_text("def f():\n    import torch\nimport numpy\n")
+    assert set(third_party_imports(script)) == {"numpy"}

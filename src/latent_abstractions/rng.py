@@ -2,15 +2,18 @@
 
 Every seed a stage uses is derived from the run's master seed by :func:`derive_seeds`, keyed by what the seed
 is for; the formulas are fixed (changing one changes every table computed with it). Per-sample generators:
-sample k depends only on its seed, whatever the batch.
+sample k depends only on its seed, whatever the batch. torch is imported only by the generator helpers, so the
+seed helpers also serve rules whose environment has no torch (the linear probes).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 #: purpose -> (seed, index, k) -> derived seed of item k (index: the grid point or model it belongs to).
 _FORMULAS = {
@@ -47,12 +50,16 @@ def numpy_rng(seed: int, *keys: int) -> np.random.Generator:
 
 def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One ``torch.Generator`` per sample, seeded with ``seeds[k]``, on ``device``."""
+    import torch
+
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 def randn_per_sample(shape: tuple[int, ...], generators: Sequence[torch.Generator],
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """Standard normal (B, *shape[1:]) with row k drawn from ``generators[k]``."""
+    import torch
+
     if shape[0] != len(generators):
         raise ValueError(f"batch of {shape[0]} but {len(generators)} generators")
     return torch.stack([torch.randn(shape[1:], generator=g, device=device) for g in generators])

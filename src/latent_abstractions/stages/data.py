@@ -7,6 +7,7 @@ from typing import Sequence
 
 from .. import io
 from ..download import download
+from ..plotting import contact_sheet
 from ..render import GridSpec
 from ..shapes3d import load_shapes3d, make_split, write_synthetic
 
@@ -37,8 +38,6 @@ def split_dataset(h5: str, split_out: str, *, test_fraction: float, seed: int) -
 
 def plot_contact_sheet(h5: str, png_out: str, *, seed: int) -> None:
     """The ``plot_contact_sheet`` rule: dataset images with their labels."""
-    from ..plotting import contact_sheet
-
     data = load_shapes3d(h5)
     log.info("%s: %d images at %dx%d, levels present per factor %s", data.path, data.n, data.resolution,
              data.resolution, data.n_levels_present)
