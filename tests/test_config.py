@@ -58,3 +58,17 @@ def test_every_key_of_the_default_config_is_commented():
         if "#" not in line and not above.startswith("#"):
             uncommented.append(m.group(2))
     assert not uncommented, f"keys without a comment in config/config.yaml: {uncommented}"
+
+
+def test_every_schema_key_has_a_description():
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    missing = []
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            if not str(sub.get("description", "")).strip():
+                missing.append("/".join([*path, key]))
+            walk(sub, [*path, key])
+
+    walk(schema, [])
+    assert not missing, f"schema keys without a description: {missing}"
