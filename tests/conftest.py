@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "src", "envs", "profiles", "scripts", "pyproject.toml")
 
 
+def gpu_rules() -> set[str]:
+    """The GPU rules: those whose `resources:` declare `gpu=GPUS` (the one place they are named)."""
+    import re
+
+    found = set()
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
+            if re.search(r"^        gpu=GPUS,", block, flags=re.M):
+                found.add(re.match(r"rule (\w+):", block).group(1))
+    return found
+
+
 def snakemake_exe() -> str:
     """The snakemake next to the running interpreter (the project's venv)."""
     exe = Path(sys.executable).with_name("snakemake")
