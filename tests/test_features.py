@@ -11,7 +11,6 @@ from latent_abstractions.factors import FACTOR_NAMES
 from latent_abstractions.features import pool
 from latent_abstractions.networks import NCSNpp
 from latent_abstractions.render import GridSpec
-from latent_abstractions.sde import VESDE
 from latent_abstractions.shapes3d import load_shapes3d, make_split, to_model_input, write_synthetic
 from latent_abstractions.stages.measure import extract_features
 from latent_abstractions.stages.probes import fit_linear_probes, load_features
