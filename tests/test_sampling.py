@@ -73,8 +73,8 @@ def test_seeds_batch_independence_stop_and_continue(method):
         return sample(score, SDE, x, taus, gens, method=method, **kw), gens
 
     a = float(taus[4])
-    full, _ = run([0, 1, 2, 3], taus, record_taus=[0.0, a, float(taus[-1])])
-    assert sorted(full.states) == [0.0, a, float(taus[-1])] and full.states[a].device.type == "cpu"
+    full, _ = run([0, 1, 2, 3], taus, record_at=[0, 4, len(taus) - 1])
+    assert sorted(full.states) == [0, 4, len(taus) - 1] and full.states[4].device.type == "cpu"
     again, _ = run([0, 1, 2, 3], taus)
     torch.testing.assert_close(full.x, again.x, rtol=0, atol=0)  # same seeds, same samples
     single, _ = run([2], taus)
@@ -82,7 +82,7 @@ def test_seeds_batch_independence_stop_and_continue(method):
     other, _ = run([7], taus)
     assert not torch.allclose(other.x[0], full.x[2])
     first, gens = run([0, 1, 2, 3], time_grid(10, 0.0, a))  # stop at a, continue with the same generators
-    torch.testing.assert_close(first.x, full.states[a], rtol=0, atol=0)
+    torch.testing.assert_close(first.x, full.states[4], rtol=0, atol=0)
     rest, _ = run([0, 1, 2, 3], time_grid(10, a, 1.0), x=first.x, gens=gens)
     torch.testing.assert_close(rest.x, full.x, rtol=1e-6, atol=1e-6)
     fork, _ = run([10, 11, 12, 13], time_grid(10, a, 1.0), x=first.x)  # forking: fresh generators
@@ -92,8 +92,8 @@ def test_seeds_batch_independence_stop_and_continue(method):
 def test_sampler_rejects_bad_input():
     score = gaussian_score(SDE, 0.0, 1.0)
     x, gens = torch.zeros(2, 1, 2, 2), make_generators([0, 1])
-    with pytest.raises(ValueError, match="not on the sampling grid"):
-        sample(score, SDE, x, time_grid(4), gens, record_taus=[0.1])
+    with pytest.raises(ValueError, match="not indices of the sampling grid"):
+        sample(score, SDE, x, time_grid(4), gens, record_at=[5])
     with pytest.raises(ValueError, match="one per sample"):
         sample(score, SDE, x, time_grid(4), gens[:1])
     with pytest.raises(ValueError, match="strictly increasing"):

@@ -62,16 +62,17 @@ def fork_labels(score_fn: Callable, sde, classify: Callable, *, shape: tuple[int
         (labels (len(taus), n_base, n_forks, F), {tau index: (n_forks, *shape) final images of base 0}).
     """
     grid = path_grid(steps, taus)
-    at = [float(grid[np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))]) for t in taus]
+    # each tau's grid index (path_grid puts every tau on the grid; taus >= 1 - eps map to the last point)
+    at = [int(np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))) for t in taus]
     base_seeds = derive_seeds(seed, "sample", n_base)
     gens = make_generators(base_seeds, device)
     x = sde.prior_sampling((n_base, *shape), gens, device)
-    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, record_taus=at, denoise=False)
+    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, record_at=at, denoise=False)
     out, kept = [], {}
-    for j, a in enumerate(tqdm(at, desc="forking", mininterval=2)):
-        state = base.states[a].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
+    for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
+        state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
         fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
-        finals = sample(score_fn, sde, state, grid[grid >= a - 1e-12], make_generators(fork_seeds, device),
+        finals = sample(score_fn, sde, state, grid[i:], make_generators(fork_seeds, device),
                         method=method, snr=snr).x
         out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
         if j in keep_images:

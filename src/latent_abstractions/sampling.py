@@ -28,7 +28,7 @@ class SampleResult:
     """Output of :func:`sample`."""
 
     x: torch.Tensor                                               # final states (B, C, H, W)
-    states: dict[float, torch.Tensor] = field(default_factory=dict)  # tau -> x at that tau (on CPU)
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # grid index i -> x at taus[i] (on CPU)
 
 
 def time_grid(steps: int, tau_start: float = 0.0, tau_end: float = 1.0, eps: float = 1e-5) -> torch.Tensor:
@@ -66,7 +66,7 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
            generators: Sequence[torch.Generator], method: str = "pc", snr: float = 0.16,
-           n_corrector: int = 1, labels: torch.Tensor | None = None, record_taus: Sequence[float] = (),
+           n_corrector: int = 1, labels: torch.Tensor | None = None, record_at: Sequence[int] = (),
            denoise: bool = True, progress: bool = False, eps: float = 1e-5) -> SampleResult:
     """Integrate the reverse SDE from x at taus[0] to taus[-1].
 
@@ -83,7 +83,7 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
             concentrate, but biased for samples of a handful of dimensions).
         n_corrector: corrector steps per grid point (pc only).
         labels: conditioning labels (B, 6) with -1 = null, or None.
-        record_taus: grid taus at which to keep a copy of x (returned on CPU, keyed by the grid value).
+        record_at: indices into ``taus`` at which to keep a copy of x (returned on CPU, keyed by the index).
         denoise: at the end, replace x by its Tweedie denoised mean x + sigma^2 score (only when the path
             ends at the last grid point, tau = 1 - eps; also for a zero-length path that starts there).
         progress: show a tqdm bar.
@@ -99,21 +99,20 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
         raise ValueError(f"taus must be a non-empty strictly increasing grid in [0, 1], got {taus.tolist()}")
     if len(generators) != x.shape[0]:
         raise ValueError(f"{x.shape[0]} samples but {len(generators)} generators (one per sample)")
-    record = {float(r) for r in record_taus}
-    off_grid = [r for r in record if not bool(((taus - r).abs() < 1e-7).any())]
+    record = {int(i) for i in record_at}
+    off_grid = sorted(i for i in record if not 0 <= i < len(taus))
     if off_grid:
-        raise ValueError(f"record_taus {sorted(off_grid)} are not on the sampling grid {taus.tolist()}")
-    states: dict[float, torch.Tensor] = {}
+        raise ValueError(f"record_at {off_grid} are not indices of the sampling grid (length {len(taus)})")
+    states: dict[int, torch.Tensor] = {}
 
     def sigma(t: float) -> float:  # float64 maths for the step sizes
         return float(sde.sigma(torch.tensor(t, dtype=torch.float64)))
 
-    def maybe_record(tau: float, x: torch.Tensor) -> None:
-        for r in record:
-            if abs(r - tau) < 1e-7:
-                states[r] = x.detach().cpu().clone()
+    def maybe_record(i: int, x: torch.Tensor) -> None:
+        if i in record:
+            states[i] = x.detach().cpu().clone()
 
-    maybe_record(float(taus[0]), x)
+    maybe_record(0, x)
     for i in tqdm(range(len(taus) - 1), disable=not progress, desc=f"sample ({method})", mininterval=2):
         t_now = float(sde.tau_to_t(taus[i]))
         t_next = float(sde.tau_to_t(taus[i + 1]))
@@ -133,7 +132,7 @@ def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
             g2 = float(sde.g2(torch.tensor(t_now, dtype=torch.float64)))
             x = x - dt * sde.reverse_drift(x, t_now, score_fn(x, t_now, labels))
             x = x + (g2 * dt) ** 0.5 * randn_like_per_sample(x, generators)
-        maybe_record(float(taus[i + 1]), x)
+        maybe_record(i + 1, x)
     t_end = float(sde.tau_to_t(taus[-1]))
     if denoise and abs(float(taus[-1]) - (1 - eps)) < 1e-9:
         x = x + sigma(t_end) ** 2 * score_fn(x, t_end, labels)  # Tweedie: E[x_0 | x_t]
