@@ -25,15 +25,16 @@ def test_sigma_and_g2_match_the_formulas():
     torch.testing.assert_close(SDE.g2(t[1:3]), fd, rtol=1e-5, atol=0)
 
 
-def test_forward_and_reverse_coefficients():
+def test_forward_coefficients_are_the_ve_sde():
+    # VE SDE: no drift, and g(t)^2 = d sigma(t)^2 / dt (checked by a central difference, not by the formula);
+    # the reverse drift is checked by behaviour: test_sampling's Euler-Maruyama run with the exact score.
     x = torch.randn(3, 2, 4, 4)
-    t = torch.tensor([0.1, 0.5, 0.9])
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     drift, diffusion = SDE.sde(x, t)
     assert torch.equal(drift, torch.zeros_like(x))
-    torch.testing.assert_close(diffusion, SDE.g2(t).sqrt())
-    score = torch.randn_like(x)
-    torch.testing.assert_close(SDE.reverse_drift(x, t, score), -SDE.g2(t)[:, None, None, None] * score)
-    torch.testing.assert_close(SDE.reverse_drift(x, 0.5, score), -float(SDE.g2(0.5)) * score)
+    h = 1e-6
+    fd = (SDE.sigma(t + h) ** 2 - SDE.sigma(t - h) ** 2) / (2 * h)
+    torch.testing.assert_close(diffusion.double() ** 2, fd, rtol=1e-5, atol=0)
 
 
 def test_tau_t_mapping():
