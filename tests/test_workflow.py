@@ -100,5 +100,6 @@ def test_a_config_change_reruns_exactly_the_rules_that_use_it(tiny_run, patch, e
     jobs = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, flags=re.M))
     assert jobs == expected, proc.stdout[-3000:]
     assert not jobs & MEASUREMENT_RULES - expected
-    assert "model=uncond" not in proc.stdout
+    if "label_dropout" in patch:
+        assert "model=uncond" not in proc.stdout
     assert "Params have changed since last execution" in proc.stdout
