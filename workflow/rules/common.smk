@@ -122,6 +122,7 @@ def get_benchmarks():
         rules.fit_linear_probes.benchmark,
         rules.estimate_mutual_information.benchmark,
         rules.run_forking.benchmark,
+        rules.exact_filter.benchmark,
     ]
     if config["dataset"]["source"] == "synthetic":
         files.append(rules.render_shapes3d.benchmark)
@@ -140,6 +141,7 @@ def get_final_outputs():
         rules.estimate_mutual_information.output.table,
         rules.run_forking.output.table,
         rules.run_forking.output.strips,
+        rules.exact_filter.output.table,
         rules.make_report.output.html,
         rules.plot_probes.output.pdf,
         rules.plot_mutual_info.output.pdf,
