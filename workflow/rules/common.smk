@@ -3,16 +3,20 @@
 
 import os
 
+import sys
+
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
-
-validate(config, schema="../schemas/config.schema.yaml")
 
 # Make the package importable from script: directives without installing it (scripts run in
-# subprocesses that inherit this environment).
+# subprocesses that inherit this environment), and this workflow's own copy of it first in this process too.
 _SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p))
+sys.path.insert(0, _SRC)
+
+from latent_abstractions.config import check_config_or_exit
+
+# Command-line strings coerced to the schema's types, defaults filled, pre-flight checks; one line per problem.
+check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), WorkflowError)
 
 RUN = config["run_name"]
 # Everything a run produces lives under results/<run_name>/ (logs and benchmarks included).
