@@ -216,11 +216,13 @@ def run_training(h5: str, split: str, model_kind: str, net_cfg: dict, sde_cfg: d
     from .checkpoint import save_model
     from .factors import N_LEVELS
     from .io import write_parquet
+    from .locking import check_state_free, state_lock
     from .sde import sigma_max_from_data
     from .shapes3d import load_shapes3d, load_split
 
     if model_kind not in ("uncond", "cond"):
         raise ValueError(f"model must be 'uncond' or 'cond', got {model_kind!r}")
+    check_state_free(state_dir)  # fail before loading the data if another trainer holds the state directory
     data = load_shapes3d(h5)
     idx = load_split(split, data.n)["train"]
     images = torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2)  # a view: the dataset is held once (NHWC)
@@ -237,7 +239,8 @@ def run_training(h5: str, split: str, model_kind: str, net_cfg: dict, sde_cfg: d
                       n_levels=list(N_LEVELS) if model_kind == "cond" else None)
     settings = TrainSettings(**train_cfg, label_dropout=net_cfg["label_dropout"] if model_kind == "cond" else 0.0,
                              seed=seed + (1 if model_kind == "cond" else 0))
-    net, losses, info = train_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
+    with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
+        net, losses, info = train_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
     n_params = sum(p.numel() for p in net.parameters())
     log.info("%s model: %d parameters, final loss %.4g, %.1f s", model_kind, n_params,
              losses["loss"].iloc[-1], info["seconds"])
