@@ -5,16 +5,17 @@ import os
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
-
-validate(config, schema="../schemas/config.schema.yaml")
 
 # Make this checkout's package importable: here (helpers below import it) and in the script: directives'
 # subprocesses, which inherit PYTHONPATH. The checkout's src/ goes first, before any installed copy.
 _SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
 sys.path.insert(0, _SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p))
+
+from latent_abstractions.config import check_config_or_exit  # noqa: E402
+
+# Command-line strings coerced to the schema's types, defaults filled, pre-flight checks; one line per problem.
+check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), WorkflowError)
 
 from latent_abstractions import SCORE_MODELS  # noqa: E402
 from latent_abstractions.factors import FACTOR_NAMES  # noqa: E402

@@ -12,6 +12,7 @@ from ..checkpoint import save_classifier, save_model
 from ..classifier import accuracy_table, train_classifier as fit_classifier
 from ..factors import N_LEVELS
 from ..io import write_parquet
+from ..locking import check_state_free, state_lock
 from ..rng import derive_seed
 from ..sde import VESDE, sigma_max_from_data
 from ..shapes3d import load_shapes3d, load_split
@@ -53,6 +54,7 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
     if model not in SCORE_MODELS:
         raise ValueError(f"model must be one of {SCORE_MODELS}, got {model!r}")
     cond = model == "cond"
+    check_state_free(state_dir)  # fail before loading the data if another trainer holds the state directory
     data = load_shapes3d(h5)
     idx = load_split(split, data.n)["train"]
     images = torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2)  # a view: the dataset is held once (NHWC)
@@ -68,7 +70,8 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
                       n_levels=list(N_LEVELS) if cond else None)
     settings = train_settings(training, label_dropout=label_dropout if cond else 0.0,
                               seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)))
-    trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
+    with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
+        trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
     n_params = sum(p.numel() for p in trained.parameters())
     log.info("%s model: %d parameters, final loss %.4g, %.1f s", model, n_params,
              losses["loss"].iloc[-1], info["seconds"])
