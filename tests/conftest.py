@@ -15,6 +15,27 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "src", "envs", "profiles", "scripts", "pyproject.toml")
 
 
+def rule_blocks() -> dict[str, str]:
+    """{rule name: its text} from workflow/rules/*.smk (static: no Snakemake run)."""
+    import re
+
+    blocks = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
+            blocks[re.match(r"rule (\w+):", block).group(1)] = block
+    return blocks
+
+
+def gpu_rules() -> set[str]:
+    """The GPU rules: those whose `resources:` declare `gpu=GPUS` (the one place they are named)."""
+    return {name for name, block in rule_blocks().items() if "\n        gpu=GPUS," in block}
+
+
+def cluster_rules() -> set[str]:
+    """The rules a cluster executor submits as jobs: every rule not marked `localrule: True`."""
+    return {name for name, block in rule_blocks().items() if "\n    localrule: True" not in block}
+
+
 def snakemake_exe() -> str:
     """The snakemake next to the running interpreter (the project's venv)."""
     exe = Path(sys.executable).with_name("snakemake")

@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_snakemake
+from conftest import gpu_rules, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*/config.yaml"))
-GPU_RULES = {"train_score_model", "train_classifier", "sample_images", "extract_features",
-             "estimate_mutual_information", "run_forking"}
+GPU_RULES = gpu_rules()
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.parent.name)
@@ -38,6 +37,12 @@ def test_profiles_keys_are_disjoint():
     assert not set(default) & set(slurm)
     # the local per-machine GPU limit must not throttle cluster jobs
     assert "gpu" in default["resources"] and slurm["set-resource-scopes"] == {"gpu": "local"}
+
+
+def test_slurm_profile_lists_exactly_the_rules_that_declare_a_gpu():
+    slurm = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    asked = {rule for rule, res in slurm["set-resources"].items() if res.get("gpu") == 1}
+    assert asked == GPU_RULES and "train_score_model" in GPU_RULES
 
 
 def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy):

@@ -66,7 +66,6 @@ def test_figures_and_self_contained_report(tmp_path):
     assert not re.search(r'(src|href)="(http|file|/)', text), "the report must not reference external files"
     assert "Emergence table" in text and "floor_hue" in text and "train_score_model" in text and "12.5" in text
     assert "stale_job" not in text and "99.5" not in text
-    assert "τ = 0 is pure noise" in text
 
 
 def test_single_figure_dry_run_lists_only_its_ancestors(workflow_copy):

@@ -19,14 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, snakemake_exe
+from conftest import ROOT, cluster_rules, gpu_rules, snakemake_exe
 
 pytestmark = pytest.mark.slurm
 
-SLURM_RULES = {"render_shapes3d", "train_score_model", "train_classifier", "sample_images", "extract_features",
-               "fit_linear_probes", "estimate_mutual_information", "run_forking"}
-GPU_RULES = ("train_score_model", "train_classifier", "sample_images", "extract_features",
-             "estimate_mutual_information", "run_forking")
+SLURM_RULES = cluster_rules()
+GPU_RULES = sorted(gpu_rules())
 # The test's overrides of the profile: the local partition, no GPUs, fast status polling through squeue
 # (no accounting database), one thread per job as in the local reference run.
 OVERRIDES = [

@@ -57,9 +57,3 @@ def values_to_indices(labels: np.ndarray, atol: float = 1e-6) -> np.ndarray:
             )
         out[:, k] = idx
     return out
-
-
-def indices_to_values(indices: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`values_to_indices`: integer levels (N, 6) to official float values."""
-    indices = np.asarray(indices)
-    return np.stack([f.values[indices[:, k]] for k, f in enumerate(FACTORS)], axis=1)

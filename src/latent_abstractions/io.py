@@ -1,4 +1,4 @@
-"""Small I/O helpers shared by every stage: atomic writes, hashing, Parquet with provenance.
+"""Small I/O helpers shared by every stage: atomic writes, Parquet with provenance, JSON.
 
 Every output is written under a temporary name in the same directory and renamed into place only
 when complete, so a crash never leaves a file that looks finished.
@@ -7,7 +7,6 @@ when complete, so a crash never leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,15 +32,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_parquet(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..checkpoint import load_classifier, load_score_model
 from ..classifier import predict
 from ..factors import FACTOR_NAMES
-from ..features import PIXELS, choose_images, pooled_features
+from ..features import choose_images, pooled_features
 from ..forking import fork_entropies, fork_labels
 from ..io import atomic_path, write_parquet
 from ..mutual_info import mi_curves
