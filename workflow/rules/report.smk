@@ -5,6 +5,7 @@
 rule plot_probes:
     input:
         probes=rules.fit_linear_probes.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/probes.pdf",
         png=report(f"{RESULTS}/figures/probes.png", caption="../report/probes.rst", category="Measurements"),
@@ -24,6 +25,7 @@ rule plot_probes:
 rule plot_mutual_info:
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/mutual_info.pdf",
         png=report(
@@ -45,6 +47,7 @@ rule plot_mutual_info:
 rule plot_forking:
     input:
         forking=rules.run_forking.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/forking.pdf",
         png=report(f"{RESULTS}/figures/forking.png", caption="../report/forking.rst", category="Measurements"),
@@ -108,9 +111,11 @@ rule make_emergence_table:
         probes=rules.fit_linear_probes.output.table,
         mutual_info=rules.estimate_mutual_information.output.table,
         forking=rules.run_forking.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         table=f"{RESULTS}/tables/emergence.parquet",
         agreement=f"{RESULTS}/tables/emergence_agreement.parquet",
+        exact_gaps=f"{RESULTS}/tables/agreement.parquet",
     log:
         f"{LOGS}/make_emergence_table/make_emergence_table.log",
     params:
@@ -135,6 +140,8 @@ rule make_report:
         training_loss=rules.plot_training_loss.output.png,
         emergence=rules.make_emergence_table.output.table,
         agreement=rules.make_emergence_table.output.agreement,
+        exact=rules.exact_filter.output.table,
+        exact_gaps=rules.make_emergence_table.output.exact_gaps,
         classifier=rules.train_classifier.output.accuracy,
         scores=expand(rules.sample_images.output.scores, model=["uncond", "cond"]),
         hparams=expand(rules.train_score_model.output.hparams, model=["uncond", "cond"]),

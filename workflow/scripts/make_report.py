@@ -25,4 +25,5 @@ write_report(snakemake.output.html, config=par.config, figures=figures, captions
              agreement=pd.read_parquet(inp.agreement), classifier_accuracy=pd.read_parquet(inp.classifier),
              sample_scores={os.path.basename(p).split("_")[-1].split(".")[0]: pd.read_parquet(p) for p in inp.scores},
              hparams=hparams, bench_dir=par.bench_dir,
-             orders={m: factor_order(emergence, m, par.first_threshold) for m in MEASUREMENTS})
+             orders={m: factor_order(emergence, m, par.first_threshold) for m in MEASUREMENTS},
+             exact=pd.read_parquet(inp.exact), exact_gaps=pd.read_parquet(inp.exact_gaps))
