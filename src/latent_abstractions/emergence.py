@@ -27,6 +27,7 @@ MEASUREMENTS = {  # name: (value column, rising?)
     "probes": ("accuracy", True),
     "mutual_info": ("mi", True),
     "forking": ("entropy", False),
+    "exact_filter": ("mi", True),  # the exact filter's MI (its K -> infinity fork entropy crosses at the same tau)
 }
 
 
@@ -57,6 +58,8 @@ def crossing_tau(taus: np.ndarray, values: np.ndarray, q: float, rising: bool) -
 def _se(df: pd.DataFrame, name: str) -> np.ndarray:
     if name == "mutual_info":
         return df["se"].to_numpy()
+    if name == "exact_filter":
+        return df["mi_se"].to_numpy()
     return ((df["ci_high"] - df["ci_low"]) / (2 * 1.96)).to_numpy()
 
 

@@ -110,7 +110,7 @@ def level_posteriors(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: n
     q_norm = q_pix.pow(2).sum(1)
     run_max = torch.full((nq, n_t), -math.inf, dtype=torch.float64, device=device)
     sums = torch.zeros(nq, n_t, n_lev, dtype=torch.float64, device=device)
-    inv2s2, invs = 1 / (2 * sig**2), 1 / sig
+    inv2s2, invs = (1 / (2 * sig**2)).tolist(), (1 / sig).tolist()
     seen = 0
     for pixels, codes in chunks:
         c_pix = torch.as_tensor(np.asarray(pixels)).to(device, torch.float64)
@@ -124,11 +124,14 @@ def level_posteriors(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: n
             g = torch.cat([q_pix[a:b], z[a:b]]) @ c_pix.T                        # (2 (b - a), n), exact Gram
             d2 = (q_norm[a:b, None] + c_norm[None] - 2 * g[: b - a]) * scale**2   # ||x_j - x_i||^2
             zx = g[b - a:] * scale                                                # z . x_i
-            for t in range(n_t):
-                logit = zx * invs[t] - d2 * inv2s2[t]
-                new_max = torch.maximum(run_max[a:b, t], logit.max(1).values)
+            logit = torch.empty_like(zx)
+            for t in range(n_t):  # in place: a few passes over (Q, n) per tau, no temporaries of that size
+                torch.mul(zx, invs[t], out=logit)
+                logit.add_(d2, alpha=-float(inv2s2[t]))
+                new_max = torch.maximum(run_max[a:b, t], logit.amax(1))
                 sums[a:b, t] *= torch.exp(run_max[a:b, t] - new_max)[:, None]
-                sums[a:b, t] += torch.exp(logit - new_max[:, None]) @ onehot
+                logit.sub_(new_max[:, None]).exp_()
+                sums[a:b, t].addmm_(logit, onehot)
                 run_max[a:b, t] = new_max
     if seen == 0:
         raise ValueError("the mixture is empty (no chunks)")
