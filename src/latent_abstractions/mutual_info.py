@@ -119,7 +119,11 @@ def estimate_mutual_information(model_dir: str, h5: str, split_path: str, out: s
     x0 = to_model_input(data.images(idx)).to(device)
     labels = torch.from_numpy(data.label_indices[idx])
     gen = torch.Generator().manual_seed(seed)
-    mi, se = mi_curves(get_score_fn(net, sde), sde, x0, labels, taus, n_times, gen, batch_size, progress=True)
+    # I(Y; phi) = 0 exactly for a factor with one level in the data (not measurable): not estimated
+    measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
+    mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
+    mi[:, measurable], se[:, measurable] = mi_curves(get_score_fn(net, sde), sde, x0, labels, taus, n_times, gen,
+                                                     batch_size, progress=True, factors=measurable)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
