@@ -165,6 +165,9 @@ def test_strip_taus_against_the_tau_grid():
 
 
 def test_relations_between_keys():
+    assert problems_of(tiny(mutual_info={"n_times": 2})) == [
+        "mutual_info.n_times = 2: fewer quadrature times than the 3 intervals of the tau grid; allowed: at least 3 "
+        "(one per interval)"]
     assert problems_of(tiny(taus={"start": 0.8, "stop": 0.2})) == [
         "taus.start = 0.8, taus.stop = 0.2: start must be below stop"]
     assert problems_of(tiny(sde={"sigma_min": 0.5, "sigma_max": 0.1})) == [

@@ -280,6 +280,11 @@ def preflight_problems(config: dict) -> tuple[list[str], list[str]]:
                 problems.append(f"forking.strip_taus: {snapped[near]} and {s} both select the grid tau {grid[near]}; "
                                 f"allowed: values nearest to distinct taus of {grid}")
             snapped.setdefault(near, s)
+        intervals = taus["n"] - 1 if taus["start"] == 0 else taus["n"]  # as mutual_info.mi_curves splits [0, tau]
+        if config["mutual_info"]["n_times"] < intervals:
+            problems.append(f"mutual_info.n_times = {config['mutual_info']['n_times']}: fewer quadrature times than "
+                            f"the {intervals} intervals of the tau grid; allowed: at least {intervals} (one per "
+                            "interval)")
     sde = config["sde"]
     if sde["sigma_max"] is not None and sde["sigma_max"] <= sde["sigma_min"]:
         problems.append(f"sde.sigma_max = {sde['sigma_max']}: must exceed sde.sigma_min = {sde['sigma_min']} "

@@ -102,6 +102,17 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
     return parts
 
 
+def not_measurable_note(emergence: pd.DataFrame) -> str:
+    """A sentence naming the factors constant in the data (excluded from orders and agreement), or ''."""
+    if "measurable" not in emergence:
+        return ""
+    names = sorted(set(emergence.loc[~emergence["measurable"].astype(bool), "factor"]))
+    if not names:
+        return ""
+    return (f'<p class="note"><b>Not measurable:</b> {html.escape(", ".join(names))} — a single level in the '
+            "data (constant), so no emergence time; left out of the orders and the agreement statistics.</p>")
+
+
 def write_report(out: str | Path, *, config: dict, figures: dict[str, str], captions: dict[str, str],
                  emergence: pd.DataFrame, agreement: pd.DataFrame, classifier_accuracy: pd.DataFrame,
                  sample_scores: dict[str, pd.DataFrame], hparams: dict[str, dict], benchmarks: list[str],
@@ -151,6 +162,7 @@ def write_report(out: str | Path, *, config: dict, figures: dict[str, str], capt
         "<h2>Emergence table</h2><p>τ at which each curve first covers 50% / 90% of its range "
         "(forking: of its fall), with parametric-bootstrap 95% CIs.</p>", em_ci.reset_index().to_html(index=False,
                                                                                                         border=0),
+        not_measurable_note(emergence),
         "<h3>Order of factors (earliest first)</h3><ul>"
         + "".join(f"<li><b>{m}</b>: {' → '.join(o)}</li>" for m, o in orders.items()) + "</ul>",
         "<h3>Agreement between measurements (rank correlation of the 50% times)</h3>", _table(agreement),

@@ -93,8 +93,12 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
     x0 = to_model_input(data.images(idx)).to(device)
     labels = torch.from_numpy(data.label_indices[idx])
     gen = torch.Generator().manual_seed(seed)
-    mi, se = mi_curves(get_score_fn(model.net, model.sde), model.sde, x0, labels, taus, n_times, gen, batch_size,
-                       progress=True)
+    # I(Y; phi) = 0 exactly for a factor with one level in the data (not measurable): not estimated
+    measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
+    mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
+    mi[:, measurable], se[:, measurable] = mi_curves(get_score_fn(model.net, model.sde), model.sde, x0, labels,
+                                                     taus, n_times, gen, batch_size, progress=True,
+                                                     factors=measurable)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
