@@ -13,4 +13,4 @@ cfg, smp = snakemake.params.cfg, snakemake.params.sampling
 run_forking(Path(snakemake.input.model).parent, Path(snakemake.input.classifier).parent, snakemake.output.table,
             snakemake.output.strips, taus=np.asarray(snakemake.params.taus), n_base=cfg["n_base"],
             n_forks=cfg["n_forks"], steps=cfg["steps"], method=smp["method"], snr=smp["snr"],
-            strip_taus=cfg["strip_taus"], seed=snakemake.params.seed, device=device)
+            strip_taus=cfg["strip_taus"], seed=snakemake.params.seed, device=device, corrector=cfg["corrector"])
