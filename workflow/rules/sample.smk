@@ -6,6 +6,8 @@ rule sample_images:
         model=rules.train_score_model.output.model,
         hparams=rules.train_score_model.output.hparams,
         classifier=rules.train_classifier.output.model,
+        h5=get_dataset(),
+        split=rules.split_dataset.output.split,
     output:
         h5=f"{RESULTS}/samples/{{model}}.h5",
         grid=report(

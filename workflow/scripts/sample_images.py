@@ -11,4 +11,5 @@ cfg = snakemake.params.cfg
 sample_and_score(Path(snakemake.input.model).parent, Path(snakemake.input.classifier).parent, snakemake.output.h5,
                  snakemake.output.grid, snakemake.output.scores, n=cfg["n_samples"], steps=cfg["steps"],
                  method=cfg["method"], snr=cfg["snr"], batch_size=cfg["batch_size"], seed=snakemake.params.seed,
-                 device=device)
+                 device=device, dataset_h5=snakemake.input.h5, split_path=snakemake.input.split,
+                 n_corrector=1 if cfg["corrector"] else 0)
