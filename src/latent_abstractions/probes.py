@@ -16,6 +16,7 @@ from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from .factors import FACTOR_NAMES
 from .features import load_features
@@ -35,6 +36,11 @@ def probe_accuracy(x_train, y_train, x_test, y_test, C: float, max_iter: int) ->
 
 
 def _probe_one(path, layer, tau, C, max_iter, n_bootstrap, seed, n_levels):
+    with threadpool_limits(1):  # one BLAS thread per job: these fits are small, and 2+ threads per job on a
+        return _probe_one_fits(path, layer, tau, C, max_iter, n_bootstrap, seed, n_levels)  # busy CPU run 30x slower
+
+
+def _probe_one_fits(path, layer, tau, C, max_iter, n_bootstrap, seed, n_levels):
     feats, labs = load_features(path, layer, tau)
     rows = []
     for k, factor in enumerate(FACTOR_NAMES):
