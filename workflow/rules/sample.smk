@@ -24,7 +24,7 @@ rule sample_images:
     params:
         cfg=config["sampling"],
         seed=config["seed"],
-    threads: 2
+    threads: 1  # one per job: the two score models (uncond, cond) run side by side on 2 cores
     resources:
         gpu=GPUS,
         mem_mb=8000,

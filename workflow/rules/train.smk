@@ -24,7 +24,7 @@ rule train_score_model:
         training=config["training"],
         seed=config["seed"],
         state_dir=f"{RESULTS}/state/{{model}}",
-    threads: 2
+    threads: 1  # one per job: the two score models (uncond, cond) run side by side on 2 cores
     resources:
         gpu=GPUS,
         mem_mb=8000,
