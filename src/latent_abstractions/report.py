@@ -151,7 +151,11 @@ def write_report(out: str | Path, *, config: dict, figures: dict[str, str], capt
            f"{ds['synthetic']['levels']})" if ds["source"] == "synthetic" else "") + "</p>",
         _table(models, "{:.4g}"),
         "<h3>Attribute classifier (held-out accuracy)</h3>", _table(classifier_accuracy),
-        "<h3>Samples vs the uniform factor grid (total variation distance of classified labels)</h3>",
+        "<h3>Sample quality</h3><p>tv_distance: classified labels of the samples vs the uniform factor grid; "
+        "confidence: the classifier's mean top-class probability on the samples, confidence_real: on as many "
+        "real held-out images; nn_distance: median RMS pixel distance (0-1 scale) from a sample to its nearest "
+        "training image, nn_distance_real: the same for held-out images (the distance of a real but new "
+        "scene).</p>",
         _table(scores),
     ]
     for key, title in SECTION_TITLES.items():
