@@ -53,8 +53,11 @@ def test_nested_command_line_strings_are_coerced_to_the_schema_types():
     # what `--config 'training={...}'` delivers: YAML's base loader makes every nested scalar a string
     cfg = tiny(training={"steps": "30", "lr": "1e-3", "bf16": "false"}, probes={"C": "0.5"},
                score_model={"ch_mult": ["1", "2"], "dropout": "0"}, sde={"sigma_max": "null"},
-               sampling={"method": "em"}, dataset={"sha256": "null"}, run_name=2024)
+               sampling={"method": "em"}, dataset={"sha256": "null", "synthetic": {"levels": {"orientation": "3"}}},
+               forking={"strip_taus": ["0.5"]}, report={"thresholds": ["0.25", "0.75"]}, run_name=2024)
     check_config(cfg, SCHEMA)
+    assert cfg["dataset"]["synthetic"]["levels"]["orientation"] == 3 and cfg["forking"]["strip_taus"] == [0.5]
+    assert cfg["report"]["thresholds"] == [0.25, 0.75] and cfg["sampling"]["method"] == "em"
     assert cfg["training"]["steps"] == 30 and type(cfg["training"]["steps"]) is int
     assert cfg["training"]["lr"] == 1e-3 and cfg["training"]["bf16"] is False
     assert cfg["probes"]["C"] == 0.5 and cfg["score_model"]["ch_mult"] == [1, 2]
