@@ -53,8 +53,11 @@ def test_nested_command_line_strings_are_coerced_to_the_schema_types():
     # what `--config 'training={...}'` delivers: YAML's base loader makes every nested scalar a string
     cfg = tiny(training={"steps": "30", "lr": "1e-3", "bf16": "false"}, probes={"C": "0.5"},
                score_model={"ch_mult": ["1", "2"], "dropout": "0"}, sde={"sigma_max": "null"},
-               sampling={"method": "em"}, dataset={"sha256": "null"}, run_name=2024)
+               sampling={"method": "em"}, dataset={"sha256": "null", "synthetic": {"levels": {"orientation": "3"}}},
+               forking={"strip_taus": ["0.5"]}, report={"thresholds": ["0.25", "0.75"]}, run_name=2024)
     check_config(cfg, SCHEMA)
+    assert cfg["dataset"]["synthetic"]["levels"]["orientation"] == 3 and cfg["forking"]["strip_taus"] == [0.5]
+    assert cfg["report"]["thresholds"] == [0.25, 0.75] and cfg["sampling"]["method"] == "em"
     assert cfg["training"]["steps"] == 30 and type(cfg["training"]["steps"]) is int
     assert cfg["training"]["lr"] == 1e-3 and cfg["training"]["bf16"] is False
     assert cfg["probes"]["C"] == 0.5 and cfg["score_model"]["ch_mult"] == [1, 2]
@@ -183,3 +186,26 @@ def test_path_source_needs_a_readable_file(tmp_path):
     junk.write_text("not hdf5")
     (line,) = problems_of(tiny(dataset={"source": "path", "path": str(junk)}))
     assert line.startswith(f"dataset.path = '{junk}': cannot read an 'images' dataset from it")
+
+
+def test_path_source_sizes_come_from_the_file_header(tmp_path):
+    import numpy as np
+
+    from latent_abstractions.render import GridSpec
+    from latent_abstractions.shapes3d import write_subset, write_synthetic
+
+    write_synthetic(tmp_path / "grid.h5", GridSpec.from_counts(16, [2] * 6), progress=False)
+    write_subset(tmp_path / "grid.h5", tmp_path / "half.h5", np.arange(0, 64, 2))      # 32 images: 24 / 8
+    cfg = tiny(dataset={"source": "path", "path": str(tmp_path / "half.h5")})
+    assert problems_of(cfg) == [
+        "features.n_train = 32: more than the 24 images available (the dataset's 32 images split 24 train / 8 "
+        "test); allowed: 2..24",
+        "features.n_test = 16: more than the 8 images available (the dataset's 32 images split 24 train / 8 "
+        "test); allowed: 2..8"]
+
+
+def test_single_level_factor_is_a_warning_not_an_error():
+    warnings = check_config(tiny(dataset={"synthetic": {"levels": {"orientation": 1}}},
+                                 features={"n_train": 24, "n_test": 8}), SCHEMA)
+    assert warnings == ["dataset.synthetic.levels: orientation rendered with 1 level: constant, so not measurable "
+                        "(reported as such, left out of ranks and agreement)"]

@@ -77,3 +77,47 @@ def test_a_second_trainer_stops_before_touching_the_state(tmp_path):
         holder.wait(timeout=30)
     assert sorted(p.name for p in state.iterdir()) == ["lock"]  # no checkpoint written
     assert not model_dir.exists()
+
+
+@pytest.mark.slow  # 65 s on 2 loaded cores; test_a_second_trainer_stops_before_touching_the_state covers the lock
+def test_orphaned_trainer_of_a_killed_snakemake_blocks_the_rerun(tmp_path):
+    """The issue's scenario: Snakemake is killed, its training job lives on; after --unlock a rerun's trainer
+    must fail at once instead of writing the same state directory."""
+    import time
+
+    import psutil
+
+    from conftest import copy_workflow, run_snakemake, snakemake_exe
+
+    wf = copy_workflow(tmp_path / "wf")
+    target = "results/tiny/models/uncond/model.pt"
+    args = [target, "--cores", "1", "--configfile", "config/tiny.yaml", "--config",
+            "training={steps: 100000, checkpoint_every: 5}"]
+    snake = subprocess.Popen([snakemake_exe(), *args], cwd=wf, env={**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"},
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orphans = []
+    try:
+        ckpt = wf / "results/tiny/state/uncond/checkpoint.pt"
+        deadline = time.time() + 300
+        while not ckpt.exists():
+            assert snake.poll() is None and time.time() < deadline, "training never checkpointed"
+            time.sleep(0.2)
+        orphans = [p for p in psutil.Process(snake.pid).children(recursive=True)
+                   if "train_score_model" in " ".join(p.cmdline())]
+        assert orphans
+        snake.send_signal(signal.SIGKILL)  # Snakemake dies; its training job does not
+        snake.wait(timeout=30)
+        assert all(p.is_running() for p in orphans)
+        run_snakemake(wf, "--unlock", *args)
+        rerun = run_snakemake(wf, *args, timeout=300, check=False)
+        assert rerun.returncode != 0
+        holder = (wf / "results/tiny/state/uncond/lock").read_text()
+        assert holder.startswith("PID ") and int(holder.split()[1]) in {p.pid for p in orphans}
+        assert f"is in use by another trainer ({holder.strip()})" in rerun.stdout + rerun.stderr
+    finally:
+        for p in orphans:
+            if p.is_running():
+                p.kill()
+        if snake.poll() is None:
+            os.killpg(snake.pid, signal.SIGKILL)
+            snake.wait()
