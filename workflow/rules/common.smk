@@ -107,10 +107,17 @@ def model_file(model, name):
 # --- report (report.smk) ---
 
 
+# The report's figures, in order; each has its caption in workflow/report/<key>.rst.
+REPORT_FIGURES = ["probes", "mutual_info", "forking", "samples_forks", "training_loss"]
+
+
 def get_captions():
-    """Figure key -> its caption file, resolved from this workflow's source (works with --directory)."""
-    keys = ("probes", "mutual_info", "forking", "samples_forks", "training_loss")
-    return {key: workflow.source_path(f"../report/{key}.rst") for key in keys}
+    """The caption files of REPORT_FIGURES (inputs of the report), from this workflow's own directory.
+
+    A plain path, not workflow.source_path(): that names a per-run cache copy, so as a param it changed on every
+    invocation and made the report rerun forever.
+    """
+    return [os.path.join(workflow.basedir, "workflow", "report", f"{key}.rst") for key in REPORT_FIGURES]
 
 
 def get_benchmarks():

@@ -145,13 +145,14 @@ rule make_report:
         scores=expand(rules.sample_images.output.scores, model=MODELS),
         hparams=expand(rules.train_score_model.output.hparams, model=MODELS),
         benchmarks=get_benchmarks(),
+        captions=get_captions(),
     output:
         html=f"{RESULTS}/report/report.html",
     log:
         f"{LOGS}/make_report/make_report.log",
     params:
         models=MODELS,
-        captions=get_captions(),
+        figure_keys=REPORT_FIGURES,
         first_threshold=lookup(dpath="report/thresholds/0", within=config),
         # the report shows the resolved configuration, so it depends on all of it
         config=config,
