@@ -204,3 +204,21 @@ def plot_samples_forks(samples: np.ndarray, strips: np.ndarray, strip_taus: np.n
     fig.suptitle("Samples, and forks of one trajectory:\nfactors shared along a row were fixed before its τ", fontsize=9)
     fig.tight_layout()
     save(fig, path)
+
+
+def plot_exact_filter(exact: pd.DataFrame, path, title: str = "The exact filter") -> None:
+    """The exact filter's own curves per factor: MI / H(factor), Bayes accuracy, and fork entropy (K -> infinity)."""
+    set_style()
+    d = exact[exact["mixture"] == "all"] if "mixture" in exact else exact
+    d = d.assign(mi_frac=d["mi"] / d["ceiling"].where(d["ceiling"] > 0))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (col, ylabel) in zip(axes, [("mi_frac", "I(Y_τ; factor) / H(factor)"),
+                                        ("bayes_accuracy", "Bayes accuracy E max p(factor | y)"),
+                                        ("entropy", "H(factor | y) / log(levels): forks, K → ∞")]):
+        _curves(ax, d, col)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(ylabel)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, path)

@@ -24,7 +24,7 @@ rule exact_filter:
     resources:
         gpu=GPUS,
         mem_mb=4000,
-        runtime=30,
+        runtime=120,
     conda:
         "../../envs/torch.yaml"
     script:
