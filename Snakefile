@@ -25,6 +25,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/measure.smk"
+include: "workflow/rules/exact.smk"
 include: "workflow/rules/report.smk"
 
 

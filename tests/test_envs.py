@@ -60,7 +60,8 @@ def test_envs_cover_every_runtime_requirement():
 
 
 # Import name -> the pinned distribution that provides it (joblib is installed with scikit-learn).
-DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "joblib": "scikit-learn"}
+DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "joblib": "scikit-learn",
+                "threadpoolctl": "scikit-learn"}
 PACKAGE = "latent_abstractions"
 SRC = ROOT / "src"
 

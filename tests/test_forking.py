@@ -55,3 +55,39 @@ def test_two_point_data_is_undecided_from_noise_and_decided_at_the_end():
     assert h[1] == 0 and h[2] == 0  # near the data every fork of one base lands on the same point
     again, _ = _labels([np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)], taus)
     assert np.array_equal(labels, again)  # seeded
+
+
+def test_predictor_only_forks_follow_the_exact_posterior_of_the_fork_state():
+    # From one state y at sigma = 1 between two points, p(bright | y) = sigmoid(delta |c1 - c0| / sigma^2) = 0.3
+    # exactly; predictor-only forks with the exact score must land on the bright point with that frequency.
+    from latent_abstractions.rng import make_generators
+    from latent_abstractions.sampling import sample, time_grid
+
+    c0, c1 = np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)
+    gap = np.sqrt(((c1 - c0) ** 2).sum())
+    tau = 1 / 3  # t = 2/3: sigma = 0.01 * 1000^(2/3) = 1
+    assert abs(float(SDE.sigma(SDE.tau_to_t(tau))) - 1) < 1e-9
+    delta = np.log(0.3 / 0.7) / gap
+    y = torch.tensor((c0 + c1) / 2 + delta * (c1 - c0) / gap, dtype=torch.float32)
+    n = 3000
+    x = y.expand(n, *SHAPE).clone()
+    out = sample(point_mass_score([c0, c1]), SDE, x, time_grid(60, tau, 1.0), make_generators(np.arange(n)),
+                 method="pc", n_corrector=0).x
+    frac = float(brightness_label(out).float().mean())
+    assert abs(frac - 0.3) < 3 * np.sqrt(0.3 * 0.7 / n), frac
+
+
+def test_corrector_flag_reaches_the_sampler():
+    taus = np.array([0.0, 0.5])
+    kw = dict(shape=SHAPE, taus=taus, n_base=2, n_forks=4, steps=12, method="pc", snr=0.16, seed=0,
+              device=torch.device("cpu"))
+
+    def score(x, t, labels=None):  # exact score of Gaussian data N(0.5, I): end points vary continuously
+        sigma = SDE.sigma(torch.as_tensor(t, dtype=torch.float64)).float().reshape(-1, 1, 1, 1)
+        return -(x - 0.5) / (sigma**2 + 1)
+
+    with_c, kept_c = fork_labels(score, SDE, brightness_label, keep_images={1}, corrector=True, **kw)
+    without, kept = fork_labels(score, SDE, brightness_label, keep_images={1}, **kw)  # default: no corrector
+    assert not torch.equal(kept_c[1], kept[1])
+    again, kept2 = fork_labels(score, SDE, brightness_label, keep_images={1}, corrector=False, **kw)
+    assert torch.equal(kept[1], kept2[1]) and np.array_equal(without, again)

@@ -11,6 +11,10 @@ the table: MI's ``se``; for probes and forking (ci_high - ci_low) / (2 * 1.96)),
 the 2.5/97.5% percentiles of the draws that cross taken (no CI where the estimate itself has no crossing).
 Orders are by the first threshold's crossing time; agreement between two measurements is Spearman's (and
 Kendall's) rank correlation of those times over the factors that cross in both.
+
+A factor with a single level in the data (``n_levels`` < 2 in a measurement's table) is constant: nothing
+about it can emerge, so it is marked ``measurable = False`` with no crossing time, rank or CI, and is left out
+of orders and agreement.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ MEASUREMENTS = {  # name: (value column, rising?)
     "probes": ("accuracy", True),
     "mutual_info": ("mi", True),
     "forking": ("entropy", False),
+    "exact_filter": ("mi", True),  # the exact filter's MI (its K -> infinity fork entropy crosses at the same tau)
 }
 
 
@@ -57,6 +62,8 @@ def crossing_tau(taus: np.ndarray, values: np.ndarray, q: float, rising: bool) -
 def _se(df: pd.DataFrame, name: str) -> np.ndarray:
     if name == "mutual_info":
         return df["se"].to_numpy()
+    if name == "exact_filter":
+        return df["mi_se"].to_numpy()
     return ((df["ci_high"] - df["ci_low"]) / (2 * 1.96)).to_numpy()
 
 
@@ -75,6 +82,10 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
             d = df[df["factor"] == factor].sort_values("tau")
             if d.empty:
                 continue
+            if "n_levels" in d and (d["n_levels"] < 2).any():  # a constant factor: not measurable
+                rows += [{"measurement": name, "factor": factor, "threshold": float(q), "tau": np.nan,
+                          "ci_low": np.nan, "ci_high": np.nan, "measurable": False} for q in thresholds]
+                continue
             taus, v, se = d["tau"].to_numpy(), d[col].to_numpy(), _se(d, name)
             draws = v[None] + rng.standard_normal((n_bootstrap, len(v))) * se[None]
             for q in thresholds:
@@ -84,7 +95,8 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
                 has_ci = len(boot) > 0 and np.isfinite(tau)  # no CI around a crossing the estimate lacks
                 rows.append({"measurement": name, "factor": factor, "threshold": float(q), "tau": tau,
                              "ci_low": float(np.quantile(boot, 0.025)) if has_ci else np.nan,
-                             "ci_high": float(np.quantile(boot, 0.975)) if has_ci else np.nan})
+                             "ci_high": float(np.quantile(boot, 0.975)) if has_ci else np.nan,
+                             "measurable": True})
     table = pd.DataFrame(rows)
     first = table[table["threshold"] == thresholds[0]]
     table["rank"] = np.nan
@@ -106,6 +118,8 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
 
 
 def factor_order(table: pd.DataFrame, measurement: str, threshold: float) -> list[str]:
-    """Factors from earliest to latest emergence (nan last)."""
+    """Measurable factors from earliest to latest emergence (nan last)."""
     d = table[(table["measurement"] == measurement) & (table["threshold"] == threshold)]
+    if "measurable" in d:
+        d = d[d["measurable"]]
     return d.sort_values("tau", na_position="last")["factor"].tolist()

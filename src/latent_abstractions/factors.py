@@ -39,11 +39,15 @@ def values_to_indices(labels: np.ndarray, atol: float = 1e-6) -> np.ndarray:
     """Map official float label values (N, 6) to integer level indices (N, 6).
 
     Raises:
-        ValueError: if a value is not one of the factor's official values (within ``atol``).
+        ValueError: if a value is NaN/inf or not one of the factor's official values (within ``atol``).
     """
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 2 or labels.shape[1] != len(FACTORS):
         raise ValueError(f"labels must have shape (N, {len(FACTORS)}), got {labels.shape}")
+    if not np.isfinite(labels).all():  # NaN would otherwise become level 0 (argmin of all-NaN distances)
+        row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(labels)))
+        raise ValueError(f"label row {row}, column {col} ({FACTORS[col].name}) is {labels[row, col]}, "
+                         "not an official value")
     out = np.empty(labels.shape, dtype=np.int64)
     for k, f in enumerate(FACTORS):
         dist = np.abs(labels[:, k, None] - f.values[None, :])

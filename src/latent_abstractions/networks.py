@@ -3,8 +3,17 @@
 BigGAN-style residual blocks with noise-embedding injection and skip rescaling, a Gaussian Fourier
 embedding of log(sigma), self-attention at configured resolutions, FIR (1, 3, 3, 1) resampling inside the
 residual blocks (the filter is a buffer built once), and optional conditioning on the six Shapes3D factors
-(one embedding table per factor with a null token). The network outputs the score: its last layer is
-divided by sigma, as NCSN++'s ``scale_by_sigma``.
+(one embedding table per factor with a null token). The network always returns the score; how the backbone's
+output F becomes the score is the noise parametrisation (``precond``), kept apart from the backbone:
+
+- ``"none"``: NCSN++'s ``scale_by_sigma``, s = F(y, sigma) / sigma (Song et al. 2021; config/paper.yaml).
+- ``"edm"``: Karras et al. (2022)'s preconditioning of the same VE SDE, the denoiser
+  D(y; sigma) = mu + c_skip (y - mu) + c_out F(c_in (y - mu), log sigma) with c_skip = sd^2 / (sigma^2 + sd^2),
+  c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), sd = ``sigma_data`` the data's std
+  and mu = ``data_mean`` its per-channel mean (our images are not centred). The score is
+  (D - y) / sigma^2 = -(y - mu) / (sigma^2 + sd^2) + c_out F / sigma^2. With F = 0 this is the exact score of
+  Gaussian data N(mu, sd^2 I), so at large sigma (where every data law looks Gaussian) the backbone's target
+  is small and bounded; with ``"none"`` it must output exactly -z there.
 
 Named intermediate feature maps (``feature_names`` / ``forward_features``) are the explicit API that the
 linear probes use.
@@ -38,14 +47,24 @@ class NCSNpp(nn.Module):
             indices, -1 meaning "not given" (the null token).
         skip_rescale: divide residual sums by sqrt(2).
         resample_filter: FIR taps for up/down-sampling.
+        precond: noise parametrisation, "none" (score = F / sigma) or "edm" (see the module docstring).
+        sigma_data: the data's standard deviation (precond "edm").
+        data_mean: the data's per-channel mean, ``in_channels`` values (precond "edm"; None: zeros).
     """
 
     def __init__(self, img_resolution: int, in_channels: int = 3, nf: int = 128,
                  ch_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 4,
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.0, fourier_scale: float = 16.0,
                  n_levels: Sequence[int] | None = None, skip_rescale: bool = True,
-                 resample_filter: Sequence[float] = (1, 3, 3, 1)):
+                 resample_filter: Sequence[float] = (1, 3, 3, 1), precond: str = "none",
+                 sigma_data: float = 0.5, data_mean: Sequence[float] | None = None):
         super().__init__()
+        if precond not in ("none", "edm"):
+            raise ValueError(f"precond must be 'none' or 'edm', got {precond!r}")
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        if data_mean is not None and len(data_mean) != in_channels:
+            raise ValueError(f"data_mean needs {in_channels} values (one per channel), got {list(data_mean)}")
         if img_resolution % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{len(ch_mult) - 1}")
         self.hparams = dict(img_resolution=img_resolution, in_channels=in_channels, nf=nf, ch_mult=list(ch_mult),
@@ -53,6 +72,12 @@ class NCSNpp(nn.Module):
                             dropout=dropout, fourier_scale=fourier_scale,
                             n_levels=list(n_levels) if n_levels is not None else None,
                             skip_rescale=skip_rescale, resample_filter=list(resample_filter))
+        if precond != "none":  # the raw parametrisation keeps its original hparams (older model files load)
+            self.hparams.update(precond=precond, sigma_data=float(sigma_data),
+                                data_mean=[float(m) for m in data_mean] if data_mean is not None else None)
+        self.precond, self.sigma_data = precond, float(sigma_data)
+        mean = torch.tensor([float(m) for m in data_mean] if data_mean is not None else [0.0] * in_channels)
+        self.register_buffer("data_mean", mean.reshape(1, -1, 1, 1), persistent=False)
         emb_dim = 4 * nf
         self.fourier = FourierEmbedding(2 * nf, fourier_scale)
         self.emb0 = nn.Linear(2 * nf, emb_dim)
@@ -140,7 +165,12 @@ class NCSNpp(nn.Module):
 
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
         emb = F.silu(self._embedding(sigma, labels, x.shape[0]))
-        h = self.conv_in(x)
+        sig = sigma.reshape(-1, 1, 1, 1) if sigma.numel() > 1 else sigma
+        if self.precond == "edm":
+            centred = x - self.data_mean.to(x.dtype)
+            h = self.conv_in(centred * (sig**2 + self.sigma_data**2).rsqrt().to(x.dtype))
+        else:
+            h = self.conv_in(x)
         hs = [h]
         for m in self.down:
             if isinstance(m, Attention):
@@ -164,7 +194,10 @@ class NCSNpp(nn.Module):
             if hasattr(m, "feature_name") and keep(m.feature_name, h):
                 return feats
         out = self.conv_out(F.silu(self.norm_out(h)))
-        sig = sigma.reshape(-1, 1, 1, 1) if sigma.numel() > 1 else sigma
+        if self.precond == "edm":  # (D - y) / sigma^2, written without the cancellation of D - y
+            var = sig**2 + self.sigma_data**2
+            c_out_over_s2 = self.sigma_data / (sig * var.sqrt())
+            return -centred.float() / var + c_out_over_s2 * out.float()
         return out / sig.to(out.dtype)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,9 +210,16 @@ class NCSNpp(nn.Module):
                 factor not given); None = all null. Unconditional networks accept None or all -1.
 
         Returns:
-            (B, C, H, W): the last layer's output divided by sigma.
+            (B, C, H, W): the score; precond "none": the last layer's output divided by sigma; "edm":
+            (D(y; sigma) - y) / sigma^2 (module docstring).
         """
         return self._run(x, sigma, labels, None)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser D(y; sigma) = y + sigma^2 s(y, sigma) (Tweedie's E[x_0 | y]), for any ``precond``."""
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
+        sig = sigma.reshape(-1, 1, 1, 1) if sigma.numel() > 1 else sigma
+        return x.float() + sig**2 * self(x, sigma, labels).float()
 
     def forward_features(self, x: torch.Tensor, sigma: torch.Tensor | float, names: Sequence[str],
                          labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

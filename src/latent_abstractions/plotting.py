@@ -10,6 +10,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -20,6 +21,9 @@ from .factors import FACTOR_NAMES, FACTORS, SHAPE_NAMES  # noqa: E402
 
 TAU_LABEL = "generative time τ (0 = noise, 1 = data)"
 FACTOR_COLOURS = dict(zip(FACTOR_NAMES, sns.color_palette("colorblind", len(FACTOR_NAMES))))
+#: The one style of every exact-filter overlay: black dashed, over a pale halo of the factor's colour.
+EXACT_STYLE = {"color": "black", "ls": "--", "lw": 1.1}
+EXACT_LABEL = "exact filter (black dashed)"
 
 
 def set_style() -> None:
@@ -87,7 +91,23 @@ def _curves(ax, df, value, lo=None, hi=None, dashed=False, label_suffix=""):
     ax.set_xlim(0, 1)
 
 
-def plot_probes(probes: pd.DataFrame, path) -> None:
+def _exact_overlay(ax, exact: pd.DataFrame | None, value: str, label: str = EXACT_LABEL, **style) -> None:
+    """The exact filter's curve of every factor in :data:`EXACT_STYLE` (one legend entry for all factors)."""
+    if exact is None or exact.empty:
+        return
+    if "mixture" in exact:
+        exact = exact[exact["mixture"] == "all"]
+    first = True
+    for factor in FACTOR_NAMES:
+        d = exact[exact["factor"] == factor].sort_values("tau")
+        if d.empty:
+            continue
+        halo = [pe.Stroke(linewidth=3.5, foreground=FACTOR_COLOURS[factor], alpha=0.45), pe.Normal()]
+        ax.plot(d["tau"], d[value], **{**EXACT_STYLE, **style}, path_effects=halo, label=label if first else None)
+        first = False
+
+
+def plot_probes(probes: pd.DataFrame, path, exact: pd.DataFrame | None = None) -> None:
     """Probe accuracy vs tau per factor: network layers solid with 95% CI bands, raw pixels dashed, chance dotted."""
     set_style()
     layers = [lay for lay in sorted(probes["layer"].unique()) if lay != "pixels"]
@@ -95,6 +115,7 @@ def plot_probes(probes: pd.DataFrame, path) -> None:
     for ax, layer in zip(axes[0], layers):
         _curves(ax, probes[probes["layer"] == layer], "accuracy", "ci_low", "ci_high")
         _curves(ax, probes[probes["layer"] == "pixels"], "accuracy", dashed=True)
+        _exact_overlay(ax, exact, "bayes_accuracy", label="Bayes accuracy, exact filter (black dashed)")
         for factor in FACTOR_NAMES:
             chance = probes.loc[probes["factor"] == factor, "chance"]
             if len(chance):
@@ -106,27 +127,42 @@ def plot_probes(probes: pd.DataFrame, path) -> None:
     save(fig, path)
 
 
-def plot_mutual_info(mi: pd.DataFrame, path) -> None:
-    """I(Y_tau; factor) vs tau with +-2 SE bands and the log(levels) ceilings."""
+def plot_mutual_info(mi: pd.DataFrame, path, exact: pd.DataFrame | None = None) -> None:
+    """I(Y_tau; factor) - I(Y_0; factor) vs tau with +-2 SE bands and the log(levels) ceilings.
+
+    The learned estimator integrates the score gap from tau = 0, so it measures the information gained since the
+    prior end; the exact curve is drawn in the same terms (exact MI minus its value at sigma_max).
+    """
     set_style()
     d = mi.assign(lo=mi["mi"] - 2 * mi["se"], hi=mi["mi"] + 2 * mi["se"])
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _curves(ax, d, "mi", "lo", "hi")
+    if exact is not None:
+        _exact_overlay(ax, exact.assign(gain=exact["mi"] - exact["mi_at_noise"]), "gain",
+                       label="exact filter: I(Y_τ) − I(Y_0) (black dashed)")
     for factor in FACTOR_NAMES:
         ceil = mi.loc[mi["factor"] == factor, "ceiling"]
         if len(ceil):
             ax.axhline(float(ceil.iloc[0]), color=FACTOR_COLOURS[factor], ls=":", lw=1)
-    ax.set_ylabel("I(Y_τ; factor) [nats]")
+    ax.set_ylabel("I(Y_τ; factor) − I(Y_0; factor) [nats]")
     ax.set_title("Mutual information from conditional vs unconditional scores (dotted: log levels)")
     ax.legend(loc="upper left", fontsize=8)
     save(fig, path)
 
 
-def plot_forking(forking: pd.DataFrame, path) -> None:
-    """Normalised entropy of fork labels vs the fork time tau, with bootstrap CI bands over base trajectories."""
+def plot_forking(forking: pd.DataFrame, path, exact: pd.DataFrame | None = None) -> None:
+    """Normalised entropy of fork labels vs the fork time tau, with bootstrap CI bands over base trajectories.
+
+    Exact filter: the expected plug-in entropy of as many forks as were run (dashed, the comparable curve) and
+    the entropy of p(factor | y) itself, infinitely many forks (dotted).
+    """
     set_style()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _curves(ax, forking, "entropy", "ci_low", "ci_high")
+    if exact is not None and not exact.empty:
+        k = int(exact["n_forks"].iloc[0])
+        _exact_overlay(ax, exact, "entropy_k", label=f"exact filter, K = {k} forks (black dashed)")
+        _exact_overlay(ax, exact, "entropy", label="exact filter, K → ∞ (black dotted)", ls=":", lw=1.0)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("fork label entropy / log(levels)")
     ax.set_title("Forking: how undecided each factor is when the path forks at τ")
@@ -166,5 +202,23 @@ def plot_samples_forks(samples: np.ndarray, strips: np.ndarray, strip_taus: np.n
             axes[2 + r][k].imshow(strips[r, k])
         axes[2 + r][0].set_title(f"forks from τ = {tau:.2f}", fontsize=8, loc="left")
     fig.suptitle("Samples, and forks of one trajectory:\nfactors shared along a row were fixed before its τ", fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def plot_exact_filter(exact: pd.DataFrame, path, title: str = "The exact filter") -> None:
+    """The exact filter's own curves per factor: MI / H(factor), Bayes accuracy, and fork entropy (K -> infinity)."""
+    set_style()
+    d = exact[exact["mixture"] == "all"] if "mixture" in exact else exact
+    d = d.assign(mi_frac=d["mi"] / d["ceiling"].where(d["ceiling"] > 0))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (col, ylabel) in zip(axes, [("mi_frac", "I(Y_τ; factor) / H(factor)"),
+                                        ("bayes_accuracy", "Bayes accuracy E max p(factor | y)"),
+                                        ("entropy", "H(factor | y) / log(levels): forks, K → ∞")]):
+        _curves(ax, d, col)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(ylabel)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     save(fig, path)

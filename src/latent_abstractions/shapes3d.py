@@ -1,12 +1,17 @@
 """The Shapes3D HDF5 file: validation, loading, writing, the train/test split.
 
 Layout (the official ``3dshapes.h5``): dataset ``images`` (N, H, W, 3) uint8 and dataset ``labels``
-(N, 6) float64 with the official factor values in the order of :data:`factors.FACTOR_NAMES`, the images
-in row-major order of the factor grid. Every later stage opens the file through :func:`load_shapes3d`.
+(N, 6) float64 with the official factor values in the order of :data:`factors.FACTOR_NAMES`. The official
+file (and the renderer's, and a download) hold the full factor grid in row-major order, which
+:func:`validate_file` checks; a user's file may be any subset of the official grid in any row order (a random
+10%, one shape, ...): every stage works from the labels. Every later stage opens the file through
+:func:`load_shapes3d`, which logs a warning for unbalanced levels and for constant (single-level) factors,
+which cannot be measured.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,20 +26,39 @@ from . import io
 from .factors import FACTOR_NAMES, FACTORS, values_to_indices
 from .render import GridSpec, iter_grid_images
 
+log = logging.getLogger(__name__)
+
 
 class DatasetError(ValueError):
     """A dataset or split file does not have the expected layout."""
 
 
 def validate_file(path: str | os.PathLike, check_grid: bool = True) -> None:
-    """Raise :class:`DatasetError` naming ``path`` and the problem unless it is a valid 3dshapes.h5."""
+    """Raise :class:`DatasetError` naming ``path`` and the problem unless it is a valid 3dshapes.h5.
+
+    With ``check_grid`` (the renderer's and the download's check) the labels must be the full grid of the
+    levels present, in the official row-major order.
+    """
     load_shapes3d(path, check_grid=check_grid)
 
 
-class Shapes3D:
-    """A validated Shapes3D file. Images are read lazily; labels are held in memory."""
+#: A factor is reported as unbalanced when its rarest present level has less than this fraction of the
+#: images of its most frequent one.
+UNBALANCED_RATIO = 0.5
 
-    def __init__(self, path: str | os.PathLike, check_grid: bool = True):
+
+class Shapes3D:
+    """A validated Shapes3D file. Images are read lazily; labels are held in memory.
+
+    Attributes:
+        labels, label_indices: (N, 6) official values and level indices, in file order.
+        levels_present, n_levels_present: per factor, the level indices that occur and their number.
+        level_counts: per factor, images per present level.
+        constant_factors: names of factors with a single level in the file (not measurable).
+        warnings: unbalanced levels, constant factors, repeated label rows (also logged).
+    """
+
+    def __init__(self, path: str | os.PathLike, check_grid: bool = False):
         self.path = Path(path)
         where = f"{self.path}"
         if not self.path.is_file():
@@ -61,12 +85,24 @@ class Shapes3D:
             self.labels = lab[...]
         if self.n == 0:
             raise DatasetError(f"{where}: the file holds no images")
+        finite = np.isfinite(self.labels)
+        if not finite.all():
+            rows, cols = np.nonzero(~finite)
+            raise DatasetError(
+                f"{where}: 'labels' row {rows[0]}, column {cols[0]} ({FACTOR_NAMES[cols[0]]}) is "
+                f"{self.labels[rows[0], cols[0]]}; labels must be official factor values "
+                f"({len(np.unique(rows))} row(s) with NaN/inf)")
         try:
             self.label_indices = values_to_indices(self.labels)
         except ValueError as err:
             raise DatasetError(f"{where}: 'labels': {err}") from err
         self.levels_present = [np.unique(self.label_indices[:, k]) for k in range(len(FACTORS))]
         self.n_levels_present = tuple(len(v) for v in self.levels_present)
+        self.level_counts = [np.bincount(self.label_indices[:, k])[v] for k, v in enumerate(self.levels_present)]
+        self.constant_factors = [f for f, n in zip(FACTOR_NAMES, self.n_levels_present) if n == 1]
+        self.warnings = self._label_warnings()
+        for text in self.warnings:
+            log.warning("%s: %s", where, text)
         if check_grid:
             expected = GridSpec(self.resolution, tuple(self.levels_present)).label_indices()
             if expected.shape != self.label_indices.shape or not np.array_equal(expected, self.label_indices):
@@ -74,6 +110,22 @@ class Shapes3D:
                     f"{where}: labels are not the full factor grid in row-major order "
                     f"({self.n} images; levels present per factor {self.n_levels_present})"
                 )
+
+    def _label_warnings(self) -> list[str]:
+        out = []
+        if self.constant_factors:
+            out.append(f"constant factor(s) {', '.join(self.constant_factors)} (one level in the file): not "
+                       "measurable; reported as such and left out of emergence ranks and agreement")
+        for name, counts in zip(FACTOR_NAMES, self.level_counts):
+            if len(counts) > 1 and counts.min() < UNBALANCED_RATIO * counts.max():
+                out.append(f"factor {name} is unbalanced: {counts.min()} to {counts.max()} images per level; "
+                           f"chance accuracy is then above 1/{len(counts)} (majority level "
+                           f"{counts.max() / counts.sum():.2f})")
+        n_distinct = len(np.unique(self.label_indices, axis=0))
+        if n_distinct < self.n:
+            out.append(f"{self.n - n_distinct} image(s) repeat the labels of another one (the official grid has "
+                       "each combination once)")
+        return out
 
     def images(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Read images from the HDF5 file.
@@ -130,8 +182,8 @@ def _slabs(sorted_idx: np.ndarray, chunk: int) -> list[tuple[int, int]]:
     return runs
 
 
-def load_shapes3d(path: str | os.PathLike, check_grid: bool = True) -> Shapes3D:
-    """Open and validate a 3dshapes.h5 file (see :class:`Shapes3D`)."""
+def load_shapes3d(path: str | os.PathLike, check_grid: bool = False) -> Shapes3D:
+    """Open and validate a 3dshapes.h5 file: the full grid or any subset of it, in any order (see :class:`Shapes3D`)."""
     return Shapes3D(path, check_grid=check_grid)
 
 
@@ -176,6 +228,25 @@ def write_synthetic(path: str | os.PathLike, spec: GridSpec, chunk_images: int =
                     images[start:start + len(block)] = block
                     bar.update(len(block))
         validate_file(tmp)
+
+
+def write_subset(src: str | os.PathLike, out: str | os.PathLike, rows: Sequence[int] | np.ndarray) -> None:
+    """Write the images and labels of ``rows`` of ``src`` (in that order) as a new file in the same layout.
+
+    For a random or filtered subset of the official file (e.g. 10% of the images, or one shape); the result
+    is validated (as a subset: any order) before it is renamed into place.
+    """
+    data = load_shapes3d(src)
+    rows = np.asarray(rows, dtype=np.int64)
+    with io.atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            r = data.resolution
+            f.create_dataset("images", data=data.images(rows), chunks=(min(max(1, len(rows)), 64), r, r, 3),
+                             compression="gzip", compression_opts=1)
+            f.create_dataset("labels", data=data.labels[rows])
+            f.attrs["factor_names"] = list(FACTOR_NAMES)
+            f.attrs["source"] = f"subset of {data.path.name} ({len(rows)} of {data.n} images)"
+        load_shapes3d(tmp)
 
 
 def make_split(n: int, test_fraction: float, seed: int) -> pd.DataFrame:

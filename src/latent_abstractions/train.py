@@ -47,6 +47,10 @@ class TrainSettings:
     bf16: bool = True
     tf32: bool = False
     compile: bool = False
+    weighting: str = "sigma2"          # losses.dsm_loss: "sigma2" (Song et al.) or "edm" (Karras et al.)
+    sigma_sampling: str = "log_uniform"  # losses.sample_sigma: "log_uniform" or "log_normal"
+    p_mean: float = -1.2               # log-normal noise levels: mean of log sigma
+    p_std: float = 1.2                 # log-normal noise levels: std of log sigma
     seed: int = 0
 
 
@@ -170,7 +174,9 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
         x0 = data[idx].float().div_(255.0).contiguous(memory_format=layout)
         y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
-            loss = dsm_loss(model, sde, x0, y, generator=gen)
+            loss = dsm_loss(model, sde, x0, y, generator=gen, weighting=settings.weighting,
+                            sigma_data=net_kwargs.get("sigma_data", 0.5), sampling=settings.sigma_sampling,
+                            p_mean=settings.p_mean, p_std=settings.p_std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
@@ -197,3 +203,22 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     net.eval()
     info = {"resumed_from": resumed_from, "seconds": time.perf_counter() - t0}
     return net, pd.DataFrame(rows, columns=["step", "loss", "lr", "images_seen", "seconds"]), info
+
+
+def data_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], float]:
+    """Per-channel mean and the std about it (pooled over channels) of uint8 (N, C, H, W) images in [0, 1].
+
+    Computed in float64 over every image (chunked), rounded to 6 decimals so that the values stored in the
+    model's hyperparameters are short and exact.
+    """
+    n, c = images.shape[0], images.shape[1]
+    s1 = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, n, chunk):
+        x = images[i:i + chunk].double().div(255.0).transpose(0, 1).reshape(c, -1)
+        s1 += x.sum(1)
+        s2 += x.pow(2).sum(1)
+    count = n * images[0, 0].numel()
+    mean = s1 / count
+    var = (s2 / count - mean**2).mean()
+    return [round(float(m), 6) for m in mean], round(float(var.clamp_min(1e-12).sqrt()), 6)

@@ -5,16 +5,17 @@ import os
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
-
-validate(config, schema="../schemas/config.schema.yaml")
 
 # Make this checkout's package importable: here (helpers below import it) and in the script: directives'
 # subprocesses, which inherit PYTHONPATH. The checkout's src/ goes first, before any installed copy.
 _SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
 sys.path.insert(0, _SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p))
+
+from latent_abstractions.config import check_config_or_exit  # noqa: E402
+
+# Command-line strings coerced to the schema's types, defaults filled, pre-flight checks; one line per problem.
+check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), WorkflowError)
 
 from latent_abstractions import SCORE_MODELS  # noqa: E402
 from latent_abstractions.factors import FACTOR_NAMES  # noqa: E402
@@ -106,10 +107,17 @@ def model_file(model, name):
 # --- report (report.smk) ---
 
 
+# The report's figures, in order; each has its caption in workflow/report/<key>.rst.
+REPORT_FIGURES = ["probes", "mutual_info", "forking", "samples_forks", "training_loss"]
+
+
 def get_captions():
-    """Figure key -> its caption file, resolved from this workflow's source (works with --directory)."""
-    keys = ("probes", "mutual_info", "forking", "samples_forks", "training_loss")
-    return {key: workflow.source_path(f"../report/{key}.rst") for key in keys}
+    """The caption files of REPORT_FIGURES (inputs of the report), from this workflow's own directory.
+
+    A plain path, not workflow.source_path(): that names a per-run cache copy, so as a param it changed on every
+    invocation and made the report rerun forever.
+    """
+    return [os.path.join(workflow.basedir, "workflow", "report", f"{key}.rst") for key in REPORT_FIGURES]
 
 
 def get_benchmarks():
@@ -122,6 +130,7 @@ def get_benchmarks():
         rules.fit_linear_probes.benchmark,
         rules.estimate_mutual_information.benchmark,
         rules.run_forking.benchmark,
+        rules.exact_filter.benchmark,
     ]
     if config["dataset"]["source"] == "synthetic":
         files.append(rules.render_shapes3d.benchmark)
@@ -140,6 +149,7 @@ def get_final_outputs():
         rules.estimate_mutual_information.output.table,
         rules.run_forking.output.table,
         rules.run_forking.output.strips,
+        rules.exact_filter.output.table,
         rules.make_report.output.html,
         rules.plot_probes.output.pdf,
         rules.plot_mutual_info.output.pdf,

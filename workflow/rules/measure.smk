@@ -106,6 +106,7 @@ rule run_forking:
         n_forks=cfg("forking/n_forks"),
         steps=cfg("forking/steps"),
         strip_taus=cfg("forking/strip_taus"),
+        corrector=cfg("forking/corrector"),
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
         seed=cfg("seed"),

@@ -6,6 +6,7 @@ rule plot_probes:
     localrule: True
     input:
         probes=rules.fit_linear_probes.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/probes.pdf",
         png=report(f"{RESULTS}/figures/probes.png", caption="../report/probes.rst", category="Measurements"),
@@ -24,6 +25,7 @@ rule plot_mutual_info:
     localrule: True
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/mutual_info.pdf",
         png=report(
@@ -44,6 +46,7 @@ rule plot_forking:
     localrule: True
     input:
         forking=rules.run_forking.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/forking.pdf",
         png=report(f"{RESULTS}/figures/forking.png", caption="../report/forking.rst", category="Measurements"),
@@ -105,9 +108,11 @@ rule make_emergence_table:
         probes=rules.fit_linear_probes.output.table,
         mutual_info=rules.estimate_mutual_information.output.table,
         forking=rules.run_forking.output.table,
+        exact=rules.exact_filter.output.table,
     output:
         table=f"{RESULTS}/tables/emergence.parquet",
         agreement=f"{RESULTS}/tables/emergence_agreement.parquet",
+        exact_gaps=f"{RESULTS}/tables/agreement.parquet",
     log:
         f"{LOGS}/make_emergence_table/make_emergence_table.log",
     params:
@@ -134,17 +139,20 @@ rule make_report:
         training_loss=rules.plot_training_loss.output.png,
         emergence=rules.make_emergence_table.output.table,
         agreement=rules.make_emergence_table.output.agreement,
+        exact=rules.exact_filter.output.table,
+        exact_gaps=rules.make_emergence_table.output.exact_gaps,
         classifier=rules.train_classifier.output.accuracy,
         scores=expand(rules.sample_images.output.scores, model=MODELS),
         hparams=expand(rules.train_score_model.output.hparams, model=MODELS),
         benchmarks=get_benchmarks(),
+        captions=get_captions(),
     output:
         html=f"{RESULTS}/report/report.html",
     log:
         f"{LOGS}/make_report/make_report.log",
     params:
         models=MODELS,
-        captions=get_captions(),
+        figure_keys=REPORT_FIGURES,
         first_threshold=lookup(dpath="report/thresholds/0", within=config),
         # the report shows the resolved configuration, so it depends on all of it
         config=config,

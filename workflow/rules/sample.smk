@@ -7,6 +7,8 @@ rule sample_images:
         hparams=rules.train_score_model.output.hparams,
         classifier=rules.train_classifier.output.model,
         classifier_hparams=rules.train_classifier.output.hparams,
+        h5=get_dataset(),
+        split=rules.split_dataset.output.split,
     output:
         h5=f"{RESULTS}/samples/{{model}}.h5",
         grid=report(
@@ -25,9 +27,10 @@ rule sample_images:
         steps=cfg("sampling/steps"),
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
+        corrector=cfg("sampling/corrector"),
         batch_size=cfg("sampling/batch_size"),
         seed=cfg("seed"),
-    threads: 2
+    threads: 1  # one per job: the two score models (uncond, cond) run side by side on 2 cores
     resources:
         gpu=GPUS,
         mem_mb=8000,

@@ -15,14 +15,16 @@ rule train_score_model:
     benchmark:
         f"{BENCH}/train_score_model/{{model}}.tsv"
     params:
-        net=cfg_keys("score_model", "nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "fourier_scale"),
+        net=cfg_keys(
+            "score_model", "nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "fourier_scale", "precond"
+        ),
         label_dropout=get_label_dropout,
         sigma_min=cfg("sde/sigma_min"),
         sigma_max=cfg("sde/sigma_max"),
         training=cfg("training"),
         seed=cfg("seed"),
         state_dir=f"{RESULTS}/state/{{model}}",
-    threads: 2
+    threads: 1  # one per job: the two score models (uncond, cond) run side by side on 2 cores
     resources:
         gpu=GPUS,
         mem_mb=8000,

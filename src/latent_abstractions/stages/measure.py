@@ -93,8 +93,12 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
     x0 = to_model_input(data.images(idx)).to(device)
     labels = torch.from_numpy(data.label_indices[idx])
     gen = torch.Generator().manual_seed(seed)
-    mi, se = mi_curves(get_score_fn(model.net, model.sde), model.sde, x0, labels, taus, n_times, gen, batch_size,
-                       progress=True)
+    # I(Y; phi) = 0 exactly for a factor with one level in the data (not measurable): not estimated
+    measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
+    mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
+    mi[:, measurable], se[:, measurable] = mi_curves(get_score_fn(model.net, model.sde), model.sde, x0, labels,
+                                                     taus, n_times, gen, batch_size, progress=True,
+                                                     factors=measurable)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
@@ -129,8 +133,12 @@ def strip_indices(taus: np.ndarray, strip_taus: Sequence[float], tol: float = 1e
 def run_forking(model_path: str, hparams_path: str, classifier_path: str, classifier_hparams_path: str,
                 table_out: str, strips_out: str, *, taus: Sequence[float], n_base: int, n_forks: int, steps: int,
                 method: str, snr: float, strip_taus: Sequence[float], seed: int, device: torch.device,
-                n_bootstrap: int = 1000) -> pd.DataFrame:
-    """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0."""
+                corrector: bool = False, n_bootstrap: int = 1000) -> pd.DataFrame:
+    """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
+
+    ``corrector``: run the Langevin corrector on base paths and forks (method "pc"); False (the default) forks
+    with the predictor alone, whose end points follow the exact filter's label law (see forking.py).
+    """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
     clf = load_classifier(classifier_path, classifier_hparams_path, device)
@@ -139,7 +147,8 @@ def run_forking(model_path: str, hparams_path: str, classifier_path: str, classi
     strip_idx = strip_indices(taus, strip_taus)
     labels, kept = fork_labels(get_score_fn(model.net, model.sde), model.sde, lambda x: predict(clf.net, x),
                                shape=(3, res, res), taus=taus, n_base=n_base, n_forks=n_forks, steps=steps,
-                               method=method, snr=snr, seed=seed, device=device, keep_images=set(strip_idx))
+                               method=method, snr=snr, seed=seed, device=device, keep_images=set(strip_idx),
+                               corrector=corrector)
     strips = (np.stack([to_uint8(kept[j]) for j in strip_idx]) if strip_idx
               else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8))
     rows = []
@@ -152,7 +161,8 @@ def run_forking(model_path: str, hparams_path: str, classifier_path: str, classi
                          "ci_low": lo, "ci_high": hi, "n_levels": int(n_levels[k]), "n_base": n_base,
                          "n_forks": n_forks})
     df = finish_table(pd.DataFrame(rows), table_out, seed=seed, checkpoint=model.sha256, sort_by=["factor", "tau"],
-                      metadata={"steps": steps, "method": method, "snr": snr})
+                      metadata={"steps": steps, "method": method, "snr": snr, "corrector": corrector,
+                                "entropy_estimator": f"plug-in entropy of K = {n_forks} fork labels"})
     with atomic_path(strips_out) as tmp, h5py.File(tmp, "w") as f:
         f["images"] = strips
         f["taus"] = np.asarray([taus[i] for i in strip_idx], dtype=np.float64)

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
 
 from ..factors import FACTOR_NAMES
 from ..io import read_parquet_metadata
@@ -34,8 +35,10 @@ def _probe_cell(path, layer, tau, C, max_iter, n_bootstrap, seed, n_levels):
     """Rows of one (layer, tau): each worker reads its own slice of the table (no large arrays are pickled)."""
     feats, labs = load_features(path, layer, tau)
     rngs = [numpy_rng(seed, k, int(round(tau * 1e6))) for k in range(len(FACTOR_NAMES))]
-    return probe_rows(feats, labs, tau=tau, layer=layer, C=C, max_iter=max_iter, n_bootstrap=n_bootstrap,
-                      rngs=rngs, n_levels=n_levels)
+    # one BLAS thread per worker: these fits are small, and 2+ threads per fit on a busy CPU ran 30x slower
+    with threadpool_limits(1):
+        return probe_rows(feats, labs, tau=tau, layer=layer, C=C, max_iter=max_iter, n_bootstrap=n_bootstrap,
+                          rngs=rngs, n_levels=n_levels)
 
 
 def fit_linear_probes(features: str, out: str, *, C: float, max_iter: int, n_bootstrap: int, seed: int,

@@ -10,6 +10,7 @@ import h5py
 import pandas as pd
 
 from .. import plotting
+from ..agreement import agreement_table, exact_reference
 from ..emergence import MEASUREMENTS, emergence_table, factor_order
 from ..io import write_parquet
 from ..report import write_report
@@ -17,19 +18,19 @@ from ..report import write_report
 log = logging.getLogger(__name__)
 
 
-def plot_probes(probes: str, pdf_out: str) -> None:
+def plot_probes(probes: str, exact: str, pdf_out: str) -> None:
     """The ``plot_probes`` rule (the PNG beside ``pdf_out`` as well)."""
-    plotting.plot_probes(pd.read_parquet(probes), pdf_out)
+    plotting.plot_probes(pd.read_parquet(probes), pdf_out, pd.read_parquet(exact))
 
 
-def plot_mutual_info(mutual_info: str, pdf_out: str) -> None:
+def plot_mutual_info(mutual_info: str, exact: str, pdf_out: str) -> None:
     """The ``plot_mutual_info`` rule."""
-    plotting.plot_mutual_info(pd.read_parquet(mutual_info), pdf_out)
+    plotting.plot_mutual_info(pd.read_parquet(mutual_info), pdf_out, pd.read_parquet(exact))
 
 
-def plot_forking(forking: str, pdf_out: str) -> None:
+def plot_forking(forking: str, exact: str, pdf_out: str) -> None:
     """The ``plot_forking`` rule."""
-    plotting.plot_forking(pd.read_parquet(forking), pdf_out)
+    plotting.plot_forking(pd.read_parquet(forking), pdf_out, pd.read_parquet(exact))
 
 
 def plot_training_loss(losses: dict[str, str], pdf_out: str) -> None:
@@ -43,18 +44,25 @@ def plot_samples_forks(samples: str, strips: str, pdf_out: str) -> None:
         plotting.plot_samples_forks(s["images"][...], f["images"][...], f["taus"][...], pdf_out)
 
 
-def make_emergence_table(probes: str, mutual_info: str, forking: str, table_out: str, agreement_out: str, *,
-                         layer: str, thresholds: list[float], n_bootstrap: int, seed: int) -> None:
-    """The ``make_emergence_table`` rule: emergence times under the three measurements, and their agreement."""
+def make_emergence_table(probes: str, mutual_info: str, forking: str, exact: str, table_out: str,
+                         agreement_out: str, gaps_out: str, *, layer: str, thresholds: list[float],
+                         n_bootstrap: int, seed: int) -> None:
+    """The ``make_emergence_table`` rule: emergence times under the three measurements and the exact filter, the
+    measurements' rank agreement, and each learned curve's gap to its exact reference (``gaps_out``)."""
     probe_table = pd.read_parquet(probes)
     curves = {"probes": probe_table[probe_table["layer"] == layer],
               "mutual_info": pd.read_parquet(mutual_info),
               "forking": pd.read_parquet(forking)}
+    exact_table = pd.read_parquet(exact)
+    gaps = agreement_table(curves, exact_table, thresholds[0])
+    curves["exact_filter"] = exact_reference(exact_table)
     table, agreement = emergence_table(curves, thresholds, n_bootstrap, seed)
+    log.info("gaps to the exact filter:\n%s", gaps.drop(columns="reference").to_string())
     log.info("agreement:\n%s", agreement.to_string())
     meta = {"layer": layer, "thresholds": thresholds, "n_bootstrap": n_bootstrap}
     write_parquet(table, table_out, meta)
     write_parquet(agreement, agreement_out, meta)
+    write_parquet(gaps, gaps_out, {**meta, "exact": "mixture all"})
 
 
 def read_caption(path: str) -> str:
@@ -63,7 +71,7 @@ def read_caption(path: str) -> str:
 
 
 def make_report(html_out: str, *, figures: dict[str, str], captions: dict[str, str], emergence: str,
-                agreement: str, classifier_accuracy: str, sample_scores: dict[str, str], hparams: dict[str, str],
+                agreement: str, exact: str, exact_gaps: str, classifier_accuracy: str, sample_scores: dict[str, str], hparams: dict[str, str],
                 benchmarks: list[str], config: dict, first_threshold: float) -> None:
     """The ``make_report`` rule: one self-contained HTML file from the declared inputs only.
 
@@ -78,4 +86,5 @@ def make_report(html_out: str, *, figures: dict[str, str], captions: dict[str, s
                  agreement=pd.read_parquet(agreement), classifier_accuracy=pd.read_parquet(classifier_accuracy),
                  sample_scores={m: pd.read_parquet(p) for m, p in sample_scores.items()},
                  hparams={m: json.loads(Path(p).read_text()) for m, p in hparams.items()}, benchmarks=benchmarks,
-                 orders={m: factor_order(em, m, first_threshold) for m in MEASUREMENTS})
+                 orders={m: factor_order(em, m, first_threshold) for m in MEASUREMENTS},
+                 exact=pd.read_parquet(exact), exact_gaps=pd.read_parquet(exact_gaps))

@@ -12,30 +12,36 @@ import torch
 from ..checkpoint import load_classifier, load_score_model
 from ..classifier import predict
 from ..factors import FACTOR_NAMES
-from ..generate import generate, sample_seeds, tv_to_uniform
+from ..generate import classifier_confidence, generate, nearest_distances, sample_seeds, tv_to_uniform
 from ..io import atomic_path, write_parquet
 from ..plotting import image_grid
 from ..score import get_score_fn
-from ..shapes3d import to_model_input
+from ..shapes3d import load_shapes3d, load_split, to_model_input
 from .tables import TIME_CONVENTION
 
 log = logging.getLogger(__name__)
 
 
 def sample_images(model_path: str, hparams_path: str, classifier_path: str, classifier_hparams_path: str,
-                  h5_out: str, png_out: str, scores_out: str, *, model: str, n_samples: int, steps: int,
-                  method: str, snr: float, batch_size: int, seed: int, device: torch.device) -> None:
-    """The ``sample_images`` rule: samples to HDF5, a sample-grid PNG, classifier-based scores to Parquet."""
+                  dataset_h5: str, split: str, h5_out: str, png_out: str, scores_out: str, *, model: str,
+                  n_samples: int, steps: int, method: str, snr: float, corrector: bool, batch_size: int, seed: int,
+                  device: torch.device) -> None:
+    """The ``sample_images`` rule: samples to HDF5, a sample-grid PNG, classifier-based scores to Parquet.
+
+    The scores table also holds the sample-quality measures of :mod:`latent_abstractions.generate` for the samples
+    and, for comparison, for ``n_samples`` held-out images of ``dataset_h5`` (seeded).
+    """
     score_model = load_score_model(model_path, hparams_path, device)
     seeds = sample_seeds(seed, n_samples)
     images = generate(get_score_fn(score_model.net, score_model.sde), score_model.sde,
                       score_model.hparams["net"]["img_resolution"], seeds, steps=steps, method=method, snr=snr,
-                      batch_size=batch_size, device=device)
+                      batch_size=batch_size, device=device, n_corrector=1 if corrector else 0)
     with atomic_path(h5_out) as tmp, h5py.File(tmp, "w") as f:
         f["images"] = images
         f["seeds"] = seeds
         f.attrs.update({"time_convention": f"{TIME_CONVENTION}; sampled tau 0 -> 1",
-                        "steps": steps, "method": method, "snr": snr, "checkpoint_sha256": score_model.sha256})
+                        "steps": steps, "method": method, "snr": snr, "corrector": corrector,
+                        "checkpoint_sha256": score_model.sha256})
     image_grid(images[:64], png_out, ncols=8,
                title=f"{model} model: {n_samples} samples, {method.upper()} {steps} steps")
     clf = load_classifier(classifier_path, classifier_hparams_path, device)
@@ -44,4 +50,20 @@ def sample_images(model_path: str, hparams_path: str, classifier_path: str, clas
     log.info("TV distance to uniform per factor: %s", dict(zip(FACTOR_NAMES, np.round(tv, 3))))
     df = pd.DataFrame({"factor": list(FACTOR_NAMES), "tv_distance": tv, "n_samples": np.int64(n_samples),
                        "seed": np.int64(seed), "checkpoint": score_model.sha256})
-    write_parquet(df, scores_out, {"model": model, "steps": steps, "method": method})
+    data = load_shapes3d(dataset_h5)
+    parts = load_split(split, data.n)
+    held = np.sort(np.random.default_rng(seed).choice(parts["test"], size=min(n_samples, len(parts["test"])),
+                                                      replace=False))
+    real = to_model_input(data.images(held))
+    fake = to_model_input(images)
+    train = to_model_input(data.images(np.sort(parts["train"])))
+    d_fake, d_real = nearest_distances(fake, train).numpy(), nearest_distances(real, train).numpy()
+    df["confidence"] = classifier_confidence(clf.net, fake)
+    df["confidence_real"] = classifier_confidence(clf.net, real)
+    df["nn_distance"] = float(np.median(d_fake))
+    df["nn_distance_real"] = float(np.median(d_real))
+    df["n_real"] = np.int64(len(held))
+    log.info("sample quality: confidence %s (real %s); median nearest-train-image RMS distance %.4f "
+             "(real held-out %.4f)", np.round(df["confidence"].to_numpy(), 3),
+             np.round(df["confidence_real"].to_numpy(), 3), np.median(d_fake), np.median(d_real))
+    write_parquet(df, scores_out, {"model": model, "steps": steps, "method": method, "corrector": corrector})

@@ -12,10 +12,11 @@ from ..checkpoint import save_classifier, save_model
 from ..classifier import accuracy_table, train_classifier as fit_classifier
 from ..factors import N_LEVELS
 from ..io import write_parquet
+from ..locking import check_state_free, state_lock
 from ..rng import derive_seed
 from ..sde import VESDE, sigma_max_from_data
 from ..shapes3d import load_shapes3d, load_split
-from ..train import TrainSettings, train_score_model as fit_score_model
+from ..train import TrainSettings, data_statistics, train_score_model as fit_score_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
         model_out, hparams_out, loss_out: the EMA weights, their hyperparameters, the loss log (Parquet).
         model: "uncond" or "cond" (conditioned on all six factors, each dropped with ``label_dropout``,
             which the unconditional model ignores).
-        net: NCSN++ widths (nf, ch_mult, num_res_blocks, attn_resolutions, dropout, fourier_scale).
+        net: NCSN++ widths (nf, ch_mult, num_res_blocks, attn_resolutions, dropout, fourier_scale) and its noise
+            parametrisation ``precond`` ("none": output / sigma; "edm": c_in/c_skip/c_out around the training
+            images' per-channel mean and std, measured here and stored in the hyperparameters).
         sigma_min, sigma_max: the VE SDE (sigma_max None: the largest pairwise distance in the training images).
         training: the optimisation settings (fields of :class:`TrainSettings`).
         seed: the run's master seed; state_dir: resumable checkpoints.
@@ -53,6 +56,7 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
     if model not in SCORE_MODELS:
         raise ValueError(f"model must be one of {SCORE_MODELS}, got {model!r}")
     cond = model == "cond"
+    check_state_free(state_dir)  # fail before loading the data if another trainer holds the state directory
     data = load_shapes3d(h5)
     idx = load_split(split, data.n)["train"]
     images = torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2)  # a view: the dataset is held once (NHWC)
@@ -66,9 +70,15 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
                       num_res_blocks=net["num_res_blocks"], attn_resolutions=list(net["attn_resolutions"]),
                       dropout=net["dropout"], fourier_scale=net["fourier_scale"],
                       n_levels=list(N_LEVELS) if cond else None)
+    precond = net.get("precond", "none")
+    if precond != "none":
+        mean, std = data_statistics(images)
+        net_kwargs.update(precond=precond, sigma_data=std, data_mean=mean)
+        log.info("precond %s: data mean per channel %s, sigma_data %.4f", precond, mean, std)
     settings = train_settings(training, label_dropout=label_dropout if cond else 0.0,
                               seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)))
-    trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
+    with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
+        trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
     n_params = sum(p.numel() for p in trained.parameters())
     log.info("%s model: %d parameters, final loss %.4g, %.1f s", model, n_params,
              losses["loss"].iloc[-1], info["seconds"])

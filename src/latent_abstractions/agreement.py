@@ -1,0 +1,74 @@
+"""How far is each learned curve from the exact filter's? Gaps over tau and in the emergence time.
+
+Each measurement is compared with the exact curve that measures the same thing (tau generative: 0 = noise,
+1 = data; the exact table's ``all`` mixture, the data distribution):
+
+- probes: test accuracy against the Bayes accuracy E max_l p(factor = l | y). This is a *bound*, not an
+  agreement: no probe on any features of Y_tau can beat it, so gap = Bayes accuracy - accuracy is what a
+  linear probe on these features leaves on the table (negative only by sampling noise).
+- mutual_info: the learned estimate integrates the score gap from tau = 0, so it estimates
+  I(Y_tau; factor) - I(Y_0; factor); it is compared with the exact MI minus the exact I(Y_0) (like with like).
+- forking: the entropy of K classified forks against the exact expected plug-in entropy of K labels drawn from
+  p(factor | y), K the configured number of forks (the K -> infinity entropy is biased upwards against it).
+
+Per measurement x factor: the largest and the mean absolute gap over the taus both tables share, and the gap
+between the taus at which the two curves first cover ``threshold`` of their range (``emergence.crossing_tau``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .emergence import MEASUREMENTS, crossing_tau
+from .factors import FACTOR_NAMES
+
+#: measurement -> (exact column, kind, what the learned curve is compared with)
+REFERENCES = {
+    "probes": ("bayes_accuracy", "bound", "Bayes accuracy E max p(factor | y) (an upper bound)"),
+    "mutual_info": ("mi_gain", "agreement", "exact I(Y_tau; factor) - I(Y_0; factor)"),
+    "forking": ("entropy_k", "agreement", "exact expected entropy of K forks' labels"),
+}
+
+
+def exact_reference(exact: pd.DataFrame) -> pd.DataFrame:
+    """The exact table's main rows (mixture ``all``, else the only one computed), with the MI in the learned
+    estimator's terms (``mi_gain`` = exact MI - I(Y_0))."""
+    if "mixture" in exact and exact["mixture"].nunique() > 0:
+        mixtures = list(exact["mixture"].unique())
+        exact = exact[exact["mixture"] == ("all" if "all" in mixtures else mixtures[0])]
+    return exact.assign(mi_gain=exact["mi"] - exact["mi_at_noise"])
+
+
+def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Gaps between each learned curve and its exact reference, one row per measurement x factor.
+
+    Args:
+        curves: measurement name (probes / mutual_info / forking) -> its table (probes restricted to one layer).
+        exact: the ``exact_filter`` table.
+        threshold: the fraction of the range for the emergence times.
+
+    Returns:
+        columns measurement, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap, mean_abs_gap,
+        mean_gap (exact - learned), tau_learned, tau_exact, tau_gap (learned - exact), threshold.
+    """
+    ref = exact_reference(exact)
+    rows = []
+    for name, df in curves.items():
+        col, rising = MEASUREMENTS[name]
+        ref_col, kind, text = REFERENCES[name]
+        for factor in FACTOR_NAMES:
+            a = df[df["factor"] == factor][["tau", col]].assign(key=lambda d: d["tau"].round(8))
+            b = ref[ref["factor"] == factor][["tau", ref_col]].assign(key=lambda d: d["tau"].round(8))
+            m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
+            if m.empty:
+                continue
+            gap = m[ref_col].to_numpy() - m[col].to_numpy()
+            taus = m["tau"].to_numpy()
+            t_learned = crossing_tau(taus, m[col].to_numpy(), threshold, rising)
+            t_exact = crossing_tau(taus, m[ref_col].to_numpy(), threshold, rising)
+            rows.append({"measurement": name, "factor": factor, "kind": kind, "reference": text, "n_taus": len(m),
+                         "max_abs_gap": float(np.abs(gap).max()), "mean_abs_gap": float(np.abs(gap).mean()),
+                         "mean_gap": float(gap.mean()), "tau_learned": t_learned, "tau_exact": t_exact,
+                         "tau_gap": t_learned - t_exact, "threshold": float(threshold)})
+    return pd.DataFrame(rows)

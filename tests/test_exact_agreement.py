@@ -1,0 +1,114 @@
+"""Gaps between learned curves and the exact filter (known answers on hand-made curves), the exact_filter
+stage on a small rendered file, and the figures' exact overlays."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latent_abstractions.agreement import agreement_table
+from latent_abstractions.factors import FACTOR_NAMES
+from latent_abstractions.render import GridSpec
+from latent_abstractions.shapes3d import make_split, write_synthetic
+
+TAUS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def exact_table():
+    rows = []
+    for f in FACTOR_NAMES:
+        for t in TAUS:
+            rows.append({"mixture": "all", "tau": t, "factor": f, "mi": 0.1 + 0.5 * t, "mi_at_noise": 0.1,
+                         "mi_se": 0.01, "bayes_accuracy": 0.5 + 0.5 * t, "entropy_k": 0.8 * (1 - t),
+                         "entropy": 1 - t})
+    # a second mixture that must be ignored
+    return pd.concat([pd.DataFrame(rows), pd.DataFrame(rows).assign(mixture="train", mi=9.0)])
+
+
+def test_gaps_and_emergence_shift_known_answers():
+    learned_probes = pd.DataFrame([{"tau": t, "factor": f, "accuracy": 0.5 + 0.5 * max(t - 0.25, 0.0)}
+                                   for f in FACTOR_NAMES for t in TAUS])
+    # the learned MI is the exact I(Y_tau) - I(Y_0) minus 0.05 (a shift: same emergence time)
+    learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t - 0.05} for f in FACTOR_NAMES for t in TAUS])
+    learned_fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.8 * (1 - t) + (0.2 if t == 0.5 else 0.0)}
+                                 for f in FACTOR_NAMES for t in TAUS])
+    g = agreement_table({"probes": learned_probes, "mutual_info": learned_mi, "forking": learned_fork},
+                        exact_table(), 0.5).set_index(["measurement", "factor"])
+    p = g.loc[("probes", "shape")]
+    assert p["kind"] == "bound"
+    # exact - learned on the grid: 0, .125, .125, .125, .125
+    assert p["max_abs_gap"] == pytest.approx(0.125) and p["mean_abs_gap"] == pytest.approx(0.1)
+    # exact crosses 0.75 at tau = .5; learned spans .5 .. .875, crosses .6875 at .5 + (.0625 / .125) * .25
+    assert p["tau_exact"] == pytest.approx(0.5) and p["tau_gap"] == pytest.approx(0.125)
+    m = g.loc[("mutual_info", "scale")]
+    assert m["kind"] == "agreement"
+    assert m["max_abs_gap"] == pytest.approx(0.05) and m["mean_gap"] == pytest.approx(0.05)
+    assert m["tau_gap"] == pytest.approx(0.0, abs=1e-12)
+    f = g.loc[("forking", "orientation")]
+    # only tau = .5 differs, by .2; exact falls .8 -> 0 (50% at .5); learned .8, .6, .6, .2, 0: 50% at .625
+    assert f["max_abs_gap"] == pytest.approx(0.2) and f["mean_abs_gap"] == pytest.approx(0.04)
+    assert f["tau_exact"] == pytest.approx(0.5) and f["tau_gap"] == pytest.approx(0.125)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exact_stage")
+    write_synthetic(d / "s.h5", GridSpec.from_counts(8, (2, 2, 2, 2, 2, 1)), progress=False)
+    make_split(32, 0.25, 0).to_parquet(d / "split.parquet")
+    (d / "hparams.json").write_text(json.dumps({"sigma_min": 0.01, "sigma_max": 4.0}))
+    from latent_abstractions.stages.exact_filter import exact_filter
+
+    df = exact_filter(str(d / "s.h5"), str(d / "split.parquet"), str(d / "hparams.json"), str(d / "exact.parquet"),
+                      taus=[0.0, 0.5, 1.0], n_samples=256, n_forks=4, mixtures=["all", "train"], chunk_size=7,
+                      seed=0, device=torch.device("cpu"))
+    return d, df
+
+
+def test_stage_writes_the_table_with_known_ends(small_run):
+    d, df = small_run
+    assert (d / "exact.parquet").exists()
+    cols = {"tau", "factor", "mi", "mi_se", "mi_at_noise", "entropy", "entropy_k", "bayes_accuracy", "ceiling",
+            "mixture", "n_samples"}
+    assert cols <= set(df.columns)
+    full = df[(df["mixture"] == "all")].set_index(["factor", "tau"])
+    for f in FACTOR_NAMES[:5]:                      # two levels each: at tau = 1 everything is known
+        assert full.loc[(f, 1.0), "mi"] == pytest.approx(math.log(2), abs=1e-9)
+        assert full.loc[(f, 1.0), "bayes_accuracy"] == pytest.approx(1.0, abs=1e-9)
+        assert full.loc[(f, 1.0), "entropy"] == pytest.approx(0.0, abs=1e-9)
+        assert full.loc[(f, 0.0), "mi"] == pytest.approx(full.loc[(f, 0.0), "mi_at_noise"])  # tau 0 is sigma_max
+    # orientation has one level: nothing to learn about it
+    assert full.loc[("orientation", 0.5), "mi"] == pytest.approx(0.0, abs=1e-12)
+    # the training split (24 of 32 images) has unbalanced levels: its ceiling is the split's level entropy
+    train = df[df["mixture"] == "train"]
+    assert (train["ceiling"] <= math.log(2) + 1e-12).all() and (train["ceiling"] < math.log(2) - 1e-6).any()
+
+
+def test_figures_overlay_the_exact_curves(small_run, tmp_path):
+    from latent_abstractions import plotting
+
+    _, exact = small_run
+    taus = sorted(exact["tau"].unique())
+    mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.3 * t, "se": 0.01, "ceiling": math.log(2)}
+                       for f in FACTOR_NAMES for t in taus])
+    captured = {}
+    real_save = plotting.save
+
+    def keep(fig, path):
+        captured["labels"] = [h.get_label() for h in fig.axes[0].get_legend().legend_handles]
+        captured["lines"] = [ln for ln in fig.axes[0].lines if ln.get_color() == "black"]
+        real_save(fig, path)
+
+    plotting.save = keep
+    try:
+        plotting.plot_mutual_info(mi, tmp_path / "mi.pdf", exact)
+    finally:
+        plotting.save = real_save
+    assert any("exact filter" in lab for lab in captured["labels"])
+    assert len(captured["lines"]) == 6                # one exact curve per factor, all in the one style
+    # drawn in the estimator's terms: exact MI minus I(Y_0)
+    d = exact[(exact["mixture"] == "all") & (exact["factor"] == "floor_hue")].sort_values("tau")
+    np.testing.assert_allclose(captured["lines"][0].get_ydata(), d["mi"] - d["mi_at_noise"])
+    assert (tmp_path / "mi.png").exists()

@@ -1,0 +1,31 @@
+# The exact nonlinear filter of the dataset: ground-truth curves for the three measurements (no training
+# needed for the maths; the SDE is read from the unconditional model so that the curves share its path).
+
+
+rule exact_filter:
+    input:
+        h5=get_dataset(),
+        split=rules.split_dataset.output.split,
+        hparams=model_file("uncond", "hparams.json"),
+    output:
+        table=f"{RESULTS}/tables/exact_filter.parquet",
+    log:
+        f"{LOGS}/exact_filter/exact_filter.log",
+    benchmark:
+        f"{BENCH}/exact_filter/exact_filter.tsv"
+    params:
+        n_samples=cfg("exact_filter/n_samples"),
+        mixtures=cfg("exact_filter/mixtures"),
+        chunk_size=cfg("exact_filter/chunk_size"),
+        n_forks=cfg("forking/n_forks"),
+        taus=get_taus(),
+        seed=cfg("seed"),
+    threads: 2
+    resources:
+        gpu=GPUS,
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/exact_filter.py"
