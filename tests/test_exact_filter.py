@@ -1,6 +1,7 @@
 """The exact filter against known answers: brute-force posteriors, closed forms, and the project's own
 MI estimator and forking code run on the exact scores of a small rendered grid."""
 
+import inspect
 import itertools
 import math
 
@@ -156,15 +157,17 @@ def _fork_setup(grid, method, n_forks, tau, seed=11, steps=300):
     def classify(final):                    # nearest image of the grid: the denoised end points are grid images
         return torch.as_tensor(labels[torch.cdist(final.flatten(1).double(), flat).argmin(1).numpy()])
 
+    # "pc" here means predictor + one Langevin corrector step per grid point, however fork_labels spells it
+    extra = {"corrector": method == "pc"} if "corrector" in inspect.signature(fork_labels).parameters else {}
     out, _ = fork_labels(score, sde, classify, shape=tuple(x.shape[1:]), taus=np.array([tau]), n_base=1,
-                         n_forks=n_forks, steps=steps, method=method, snr=0.16, seed=seed, device="cpu")
+                         n_forks=n_forks, steps=steps, method=method, snr=0.16, seed=seed, device="cpu", **extra)
     # the base state the forks start from, rebuilt exactly as fork_labels builds it (same seeds and grid)
     grid_t = path_grid(steps, np.array([tau]))
     i = int(np.argmin(np.abs(grid_t.numpy() - tau)))
     at = float(grid_t[i])
     gens = make_generators(derive_seeds(seed, "sample", 1), "cpu")
     y = sample(score, sde, sde.prior_sampling((1, *x.shape[1:]), gens), grid_t, gens, method=method, snr=0.16,
-               record_at=[i], denoise=False).states[i]
+               n_corrector=1, record_at=[i], denoise=False).states[i]
     codes = level_codes(labels)[0]
     probs = brute_force_level_probs(flat * 255, codes, y.flatten(1).double(), float(sde.sigma(1 - at)))  # NCHW
     return out[0, 0], [p[0] for p in probs]                                   # (K, 6), per factor (2,)
