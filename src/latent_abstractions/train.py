@@ -205,23 +205,31 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     return net, pd.DataFrame(rows, columns=["step", "loss", "lr", "images_seen", "seconds"]), info
 
 
-def data_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], float]:
-    """Per-channel mean and the std about it (pooled over channels) of uint8 (N, C, H, W) images in [0, 1].
+def data_statistics(images: torch.Tensor, per: str = "image", chunk: int = 4096) -> tuple[list[float], float]:
+    """The mean of uint8 (N, C, H, W) images in [0, 1] and the std about it (pooled over pixels).
+
+    Args:
+        per: "image": the mean image (C * H * W values, channel-major); "channel": one mean per channel.
 
     Computed in float64 over every image (chunked), rounded to 6 decimals so that the values stored in the
     model's hyperparameters are short and exact.
     """
-    n, c = images.shape[0], images.shape[1]
-    s1 = torch.zeros(c, dtype=torch.float64)
-    s2 = torch.zeros(c, dtype=torch.float64)
+    if per not in ("image", "channel"):
+        raise ValueError(f"per must be 'image' or 'channel', got {per!r}")
+    n = images.shape[0]
+    s1 = torch.zeros(images.shape[1:], dtype=torch.float64)
+    s2 = torch.zeros(images.shape[1:], dtype=torch.float64)
     for i in range(0, n, chunk):
-        x = images[i:i + chunk].double().div(255.0).transpose(0, 1).reshape(c, -1)
-        s1 += x.sum(1)
-        s2 += x.pow(2).sum(1)
-    count = n * images[0, 0].numel()
+        x = images[i:i + chunk].double().div(255.0)
+        s1 += x.sum(0)
+        s2 += x.pow(2).sum(0)
+    if per == "channel":
+        s1, s2, count = s1.sum((1, 2)), s2.sum((1, 2)), n * images[0, 0].numel()
+    else:
+        count = n
     mean = s1 / count
     var = (s2 / count - mean**2).mean()
-    return [round(float(m), 6) for m in mean], round(float(var.clamp_min(1e-12).sqrt()), 6)
+    return [round(float(m), 6) for m in mean.reshape(-1)], round(float(var.clamp_min(1e-12).sqrt()), 6)
 
 
 def run_training(h5: str, split: str, model_kind: str, net_cfg: dict, sde_cfg: dict, train_cfg: dict, seed: int,
@@ -262,9 +270,10 @@ def run_training(h5: str, split: str, model_kind: str, net_cfg: dict, sde_cfg: d
                       n_levels=list(N_LEVELS) if model_kind == "cond" else None)
     precond = net_cfg.get("precond", "none")
     if precond != "none":
-        mean, std = data_statistics(images)
+        mean, std = data_statistics(images, "image")
         net_kwargs.update(precond=precond, sigma_data=std, data_mean=mean)
-        log.info("precond %s: data mean per channel %s, sigma_data %.4f", precond, mean, std)
+        log.info("precond %s: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
+                 precond, sum(mean) / len(mean), std)
     settings = TrainSettings(**train_cfg, label_dropout=net_cfg["label_dropout"] if model_kind == "cond" else 0.0,
                              seed=seed + (1 if model_kind == "cond" else 0))
     net, losses, info = train_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
