@@ -125,7 +125,7 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
 
 def estimate_mutual_information(model_dir: str, h5: str, split_path: str, out: str, *, taus: np.ndarray,
                                 n_images: int, n_times: int, batch_size: int, seed: int,
-                                device: torch.device) -> pd.DataFrame:
+                                device: torch.device, estimator: str = "gap") -> pd.DataFrame:
     """The ``estimate_mutual_information`` rule, with the conditional network on held-out images."""
     net, sde, hp = load_score_model(model_dir, device)
     if hp["net"].get("n_levels") is None:
@@ -137,7 +137,8 @@ def estimate_mutual_information(model_dir: str, h5: str, split_path: str, out: s
     x0 = to_model_input(data.images(idx)).to(device)
     labels = torch.from_numpy(data.label_indices[idx])
     gen = torch.Generator().manual_seed(seed)
-    mi, se = mi_curves(get_score_fn(net, sde), sde, x0, labels, taus, n_times, gen, batch_size, progress=True)
+    mi, se = mi_curves(get_score_fn(net, sde), sde, x0, labels, taus, n_times, gen, batch_size, progress=True,
+                       estimator=estimator)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
@@ -149,7 +150,9 @@ def estimate_mutual_information(model_dir: str, h5: str, split_path: str, out: s
     df["seed"] = np.int64(seed)
     df["checkpoint"] = model_sha256(model_dir)
     df = df.sort_values(["factor", "tau"], kind="stable").reset_index(drop=True)
-    write_parquet(df, out, {"estimator": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt (stratified MC)",
+    formula = {"gap": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt",
+               "dsm_difference": "1/2 int_{1-tau}^1 g^2 E(||s(y,t) + z/sigma||^2 - ||s(y,t|phi) + z/sigma||^2) dt"}
+    write_parquet(df, out, {"estimator": f"{estimator}: {formula[estimator]} (stratified MC); I(Y_tau) - I(Y_0)",
                             "time_convention": "tau generative: 0 = noise, 1 = data"})
     over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
     for factor, rows in over.groupby("factor"):  # an exact estimator cannot exceed log(levels)

@@ -13,4 +13,4 @@ cfg = snakemake.params.cfg
 estimate_mutual_information(Path(snakemake.input.model).parent, snakemake.input.h5, snakemake.input.split,
                             snakemake.output.table, taus=np.asarray(snakemake.params.taus),
                             n_images=cfg["n_images"], n_times=cfg["n_times"], batch_size=cfg["batch_size"],
-                            seed=snakemake.params.seed, device=device)
+                            seed=snakemake.params.seed, device=device, estimator=cfg["estimator"])
