@@ -132,14 +132,22 @@ def test_precond_hparams_round_trip_and_validation():
     assert "precond" not in NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()).hparams
     with pytest.raises(ValueError, match="precond"):
         NCSNpp(8, nf=8, ch_mult=(1, 2), precond="vp")
+    img_mean = torch.rand(3 * 8 * 8).tolist()
+    per_image = NCSNpp(8, nf=8, ch_mult=(1, 2), precond="edm", sigma_data=SD, data_mean=img_mean).eval()
+    y = torch.randn(2, 3, 8, 8)  # zero backbone: the Gaussian score around the mean image
+    torch.testing.assert_close(per_image(y, 2.0), -(y - torch.tensor(img_mean).reshape(1, 3, 8, 8)) / (4 + SD**2))
     with pytest.raises(ValueError, match="data_mean needs 3"):
         NCSNpp(8, nf=8, ch_mult=(1, 2), precond="edm", data_mean=[0.5])
 
 
 def test_data_statistics_match_a_direct_computation():
     imgs = torch.randint(0, 256, (37, 3, 5, 5), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    mean, std = data_statistics(imgs, chunk=8)
     x = imgs.double() / 255
+    mean, std = data_statistics(imgs, "channel", chunk=8)
     m = x.mean((0, 2, 3))
     assert mean == pytest.approx(m.tolist(), abs=1e-6)
     assert std == pytest.approx(float((x - m.reshape(1, 3, 1, 1)).pow(2).mean().sqrt()), abs=1e-6)
+    mean, std = data_statistics(imgs, "image", chunk=8)
+    m = x.mean(0)
+    assert mean == pytest.approx(m.reshape(-1).tolist(), abs=1e-6)
+    assert std == pytest.approx(float((x - m).pow(2).mean().sqrt()), abs=1e-6)

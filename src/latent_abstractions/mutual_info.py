@@ -21,6 +21,16 @@ end), which is ~0 when sigma_max is the data's diameter; it is neglected. With u
 g^2 dt = 2 sigma^2 du, so the integrand per unit t is log(sigma_max/sigma_min) * E||sigma (s_phi - s)||^2,
 which stays O(1) over the whole path (a well-conditioned quadrature).
 
+Two integrands with the same expectation for exact scores (``estimator``):
+- "gap": 1/2 g^2 || s(y, t | phi) - s(y, t) ||^2 (the formula above);
+- "dsm_difference": 1/2 g^2 ( || s(y, t) + z / sigma ||^2 - || s(y, t | phi) + z / sigma ||^2 ), the difference of
+  the two denoising score matching errors on the same (x_0, z), where -z / sigma = grad log p(y | x_0). For exact
+  scores E||s_u + z/sigma||^2 = E||s_phi + z/sigma||^2 + E||s_phi - s_u||^2 (s_phi is the conditional expectation
+  of the DSM target given (y, phi), s_u given y alone), so the two agree. For a network, errors e_u, e_phi of
+  its two branches that are independent of each other add E||e_phi - e_u||^2 >= 0 to the gap at every t (a
+  bias that g^2 weights equally over log sigma, and that grows the curve past log(levels) late in generation),
+  but only E||e_u||^2 - E||e_phi||^2 to the difference, which is ~0 when the branches are equally good.
+
 Estimator. The t-interval of each step of the tau grid is split into equal strata; each image draws one
 uniform time per stratum and one noise sample per time (stratified Monte Carlo, unbiased). Per image the
 cumulative sums give its estimate at every tau; the MI is the mean over images and its standard error the
@@ -42,7 +52,7 @@ from .sde import VESDE
 @torch.no_grad()
 def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Tensor, taus: np.ndarray,
               n_times: int, generator: torch.Generator, batch_size: int = 256, progress: bool = False,
-              factors: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              factors: list[int] | None = None, estimator: str = "gap") -> tuple[np.ndarray, np.ndarray]:
     """Estimate I(Y_tau; phi_k) for every tau of ``taus`` and factor k.
 
     Args:
@@ -54,10 +64,13 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
         n_times: total strata over the whole path (at least one per tau interval).
         generator: CPU generator for the strata times and the noise.
         factors: which label columns to evaluate (default: all).
+        estimator: "gap" or "dsm_difference" (module docstring).
 
     Returns:
         (mi, se), each (len(taus), n_factors), in nats.
     """
+    if estimator not in ("gap", "dsm_difference"):
+        raise ValueError(f"estimator must be 'gap' or 'dsm_difference', got {estimator!r}")
     taus = np.asarray(taus, dtype=np.float64)
     if np.any(np.diff(taus) <= 0) or taus[0] < 0 or taus[-1] > 1:
         raise ValueError("taus must be increasing within [0, 1]")
@@ -85,7 +98,12 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
                 s = score_fn(xt.repeat(len(factors) + 1, *([1] * (xt.ndim - 1))),
                              tb.repeat(len(factors) + 1), lab.reshape(-1, labels.shape[1]))
                 s = s.reshape(len(factors) + 1, b, -1).double()
-                gap = (s[1:] - s[:1]).pow(2).sum(-1)                      # (F, b)
+                if estimator == "gap":
+                    gap = (s[1:] - s[:1]).pow(2).sum(-1)                  # (F, b)
+                else:  # DSM error of the unconditional branch minus that of each conditional one
+                    sig = sde.sigma(tb.double()).reshape(1, -1, 1)
+                    err = (s + z[sl].to(dev).double().reshape(1, b, -1) / sig).pow(2).sum(-1)  # (F + 1, b)
+                    gap = err[:1] - err[1:]
                 integrand = 0.5 * sde.g2(tb.double()).cpu()[None] * gap.cpu()  # 1/2 g^2 ||ds||^2
                 contrib[sl, j] += (integrand * width).T
     per_image = contrib.cumsum(dim=1)                                   # (n, intervals, F): I at each edge

@@ -49,7 +49,8 @@ class NCSNpp(nn.Module):
         resample_filter: FIR taps for up/down-sampling.
         precond: noise parametrisation, "none" (score = F / sigma) or "edm" (see the module docstring).
         sigma_data: the data's standard deviation (precond "edm").
-        data_mean: the data's per-channel mean, ``in_channels`` values (precond "edm"; None: zeros).
+        data_mean: the data's mean (precond "edm"; None: zeros): ``in_channels`` values (per channel) or
+            ``in_channels * img_resolution**2`` values (the mean image, channel-major).
     """
 
     def __init__(self, img_resolution: int, in_channels: int = 3, nf: int = 128,
@@ -63,8 +64,10 @@ class NCSNpp(nn.Module):
             raise ValueError(f"precond must be 'none' or 'edm', got {precond!r}")
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        if data_mean is not None and len(data_mean) != in_channels:
-            raise ValueError(f"data_mean needs {in_channels} values (one per channel), got {list(data_mean)}")
+        n_img = in_channels * img_resolution**2
+        if data_mean is not None and len(data_mean) not in (in_channels, n_img):
+            raise ValueError(f"data_mean needs {in_channels} values (one per channel) or {n_img} (the mean image), "
+                             f"got {len(data_mean)}")
         if img_resolution % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{len(ch_mult) - 1}")
         self.hparams = dict(img_resolution=img_resolution, in_channels=in_channels, nf=nf, ch_mult=list(ch_mult),
@@ -77,7 +80,8 @@ class NCSNpp(nn.Module):
                                 data_mean=[float(m) for m in data_mean] if data_mean is not None else None)
         self.precond, self.sigma_data = precond, float(sigma_data)
         mean = torch.tensor([float(m) for m in data_mean] if data_mean is not None else [0.0] * in_channels)
-        self.register_buffer("data_mean", mean.reshape(1, -1, 1, 1), persistent=False)
+        shape = (1, in_channels, img_resolution, img_resolution) if len(mean) == n_img else (1, in_channels, 1, 1)
+        self.register_buffer("data_mean", mean.reshape(shape), persistent=False)
         emb_dim = 4 * nf
         self.fourier = FourierEmbedding(2 * nf, fourier_scale)
         self.emb0 = nn.Linear(2 * nf, emb_dim)

@@ -205,20 +205,28 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     return net, pd.DataFrame(rows, columns=["step", "loss", "lr", "images_seen", "seconds"]), info
 
 
-def data_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], float]:
-    """Per-channel mean and the std about it (pooled over channels) of uint8 (N, C, H, W) images in [0, 1].
+def data_statistics(images: torch.Tensor, per: str = "image", chunk: int = 4096) -> tuple[list[float], float]:
+    """The mean of uint8 (N, C, H, W) images in [0, 1] and the std about it (pooled over pixels).
+
+    Args:
+        per: "image": the mean image (C * H * W values, channel-major); "channel": one mean per channel.
 
     Computed in float64 over every image (chunked), rounded to 6 decimals so that the values stored in the
     model's hyperparameters are short and exact.
     """
-    n, c = images.shape[0], images.shape[1]
-    s1 = torch.zeros(c, dtype=torch.float64)
-    s2 = torch.zeros(c, dtype=torch.float64)
+    if per not in ("image", "channel"):
+        raise ValueError(f"per must be 'image' or 'channel', got {per!r}")
+    n = images.shape[0]
+    s1 = torch.zeros(images.shape[1:], dtype=torch.float64)
+    s2 = torch.zeros(images.shape[1:], dtype=torch.float64)
     for i in range(0, n, chunk):
-        x = images[i:i + chunk].double().div(255.0).transpose(0, 1).reshape(c, -1)
-        s1 += x.sum(1)
-        s2 += x.pow(2).sum(1)
-    count = n * images[0, 0].numel()
+        x = images[i:i + chunk].double().div(255.0)
+        s1 += x.sum(0)
+        s2 += x.pow(2).sum(0)
+    if per == "channel":
+        s1, s2, count = s1.sum((1, 2)), s2.sum((1, 2)), n * images[0, 0].numel()
+    else:
+        count = n
     mean = s1 / count
     var = (s2 / count - mean**2).mean()
-    return [round(float(m), 6) for m in mean], round(float(var.clamp_min(1e-12).sqrt()), 6)
+    return [round(float(m), 6) for m in mean.reshape(-1)], round(float(var.clamp_min(1e-12).sqrt()), 6)

@@ -74,6 +74,7 @@ rule estimate_mutual_information:
         taus=get_taus(),
         n_images=cfg("mutual_info/n_images"),
         n_times=cfg("mutual_info/n_times"),
+        estimator=cfg("mutual_info/estimator"),
         batch_size=cfg("mutual_info/batch_size"),
         seed=cfg("seed"),
     threads: 2

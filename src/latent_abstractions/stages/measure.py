@@ -78,10 +78,18 @@ def extract_features(model_path: str, hparams_path: str, h5: str, split: str, ou
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
 
 
+MI_FORMULAS = {"gap": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt",
+               "dsm_difference": "1/2 int_{1-tau}^1 g^2 E(||s(y,t) + z/sigma||^2 - ||s(y,t|phi) + z/sigma||^2) dt"}
+
+
 def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, split: str, out: str, *,
                                 taus: Sequence[float], n_images: int, n_times: int, batch_size: int, seed: int,
-                                device: torch.device) -> pd.DataFrame:
-    """The ``estimate_mutual_information`` rule, with the conditional network on held-out images."""
+                                device: torch.device, estimator: str = "gap") -> pd.DataFrame:
+    """The ``estimate_mutual_information`` rule, with the conditional network on held-out images.
+
+    ``estimator``: the integrand, "gap" or "dsm_difference" (see :mod:`latent_abstractions.mutual_info`); either
+    way the table holds I(Y_tau) - I(Y_0), the information gained since tau = 0.
+    """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
     if model.hparams["net"].get("n_levels") is None:
@@ -98,7 +106,7 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
     mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
     mi[:, measurable], se[:, measurable] = mi_curves(get_score_fn(model.net, model.sde), model.sde, x0, labels,
                                                      taus, n_times, gen, batch_size, progress=True,
-                                                     factors=measurable)
+                                                     factors=measurable, estimator=estimator)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
@@ -107,7 +115,8 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
                          "ceiling": math.log(n_lv), "n_levels": n_lv, "n_images": len(idx),
                          "n_times": int(n_times)})
     df = finish_table(pd.DataFrame(rows), out, seed=seed, checkpoint=model.sha256, sort_by=["factor", "tau"],
-                      metadata={"estimator": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt (stratified MC)"})
+                      metadata={"estimator": f"{estimator}: {MI_FORMULAS[estimator]} (stratified MC); "
+                                             "I(Y_tau) - I(Y_0)"})
     over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
     for factor, sub in over.groupby("factor"):  # an exact estimator cannot exceed log(levels)
         log.warning("MI of %s exceeds its ceiling %.3f nats by more than 3 se from tau = %.3f (max %.3f): the "

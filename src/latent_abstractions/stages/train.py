@@ -72,9 +72,10 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
                       n_levels=list(N_LEVELS) if cond else None)
     precond = net.get("precond", "none")
     if precond != "none":
-        mean, std = data_statistics(images)
+        mean, std = data_statistics(images, "image")
         net_kwargs.update(precond=precond, sigma_data=std, data_mean=mean)
-        log.info("precond %s: data mean per channel %s, sigma_data %.4f", precond, mean, std)
+        log.info("precond %s: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
+                 precond, sum(mean) / len(mean), std)
     settings = train_settings(training, label_dropout=label_dropout if cond else 0.0,
                               seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)))
     with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
