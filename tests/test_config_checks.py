@@ -93,7 +93,7 @@ def test_every_problem_names_key_value_and_what_is_allowed():
     assert problems_of(cfg) == [
         "dataset.test_fraction = 1.5: allowed is a number > 0 and < 1",
         "sampling.method = 'ddim': allowed is one of: pc, em",
-        "sampling.stepz: unknown key (allowed here: method, steps, snr, n_samples, batch_size); "
+        "sampling.stepz: unknown key (allowed here: method, steps, snr, n_samples, batch_size, corrector); "
         "did you mean 'sampling.steps'?",
         "score_model.ch_mult = []: needs at least 1 item(s)",
     ]
