@@ -4,6 +4,8 @@ import logging
 import re
 import warnings
 
+import h5py
+import numpy as np
 import pytest
 
 from conftest import run_snakemake
@@ -24,12 +26,14 @@ def test_rule_logging_writes_the_exception_and_warnings_to_the_log(tmp_path):
 
 
 def test_a_failing_rule_leaves_its_traceback_in_its_log(workflow_copy):
+    # passes the config's pre-flight check (an 'images' dataset of the tiny size) but lacks 'labels'
     bad = workflow_copy / "broken.h5"
-    bad.write_bytes(b"not an HDF5 file")
+    with h5py.File(bad, "w") as f:
+        f["images"] = np.zeros((256, 16, 16, 3), np.uint8)
     (workflow_copy / "path.yaml").write_text(f"dataset: {{source: path, path: {bad}}}\n")
     proc = run_snakemake(workflow_copy, "results/tiny/data/split.parquet", "--cores", "1", "--configfile",
                          "config/tiny.yaml", "path.yaml", check=False, timeout=300)
     assert proc.returncode != 0
     log = (workflow_copy / "results" / "tiny" / "logs" / "split_dataset" / "split_dataset.log").read_text()
-    assert re.search(r"ERROR .*split_dataset failed: DatasetError: .*broken\.h5: not a readable HDF5 file", log), log
+    assert re.search(r"ERROR .*split_dataset failed: DatasetError: .*broken\.h5: missing dataset 'labels'", log), log
     assert "Traceback (most recent call last)" in log

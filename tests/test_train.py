@@ -14,7 +14,9 @@ from latent_abstractions.classifier import AttributeClassifier
 from latent_abstractions.factors import FACTOR_NAMES, N_LEVELS
 from latent_abstractions.generate import generate, sample_seeds
 from latent_abstractions.networks import NCSNpp
+from latent_abstractions.render import GridSpec
 from latent_abstractions.sde import VESDE
+from latent_abstractions.shapes3d import make_split, write_synthetic
 from latent_abstractions.score import get_score_fn
 from latent_abstractions.stages.sample import sample_images
 from latent_abstractions.train import TrainSettings, train_score_model
@@ -119,9 +121,12 @@ def test_sample_images_writes_the_documented_layout(tmp_path):
     save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
     present = [[0, 1]] * 6
     save_classifier(tmp_path / "clf.pt", tmp_path / "clf.json", AttributeClassifier(8, 4, present))
+    data = (tmp_path / "data.h5", tmp_path / "split.parquet")
+    write_synthetic(data[0], GridSpec.from_counts(8, [2] * 6), progress=False)
+    make_split(64, 0.25, seed=0).to_parquet(data[1])
     out = {k: tmp_path / f"out.{k}" for k in ("h5", "png", "parquet")}
-    sample_images(*model, tmp_path / "clf.pt", tmp_path / "clf.json", out["h5"], out["png"], out["parquet"],
-                  model="cond", n_samples=5, steps=3, method="pc", snr=0.16, batch_size=2, seed=7,
+    sample_images(*model, tmp_path / "clf.pt", tmp_path / "clf.json", *data, out["h5"], out["png"], out["parquet"],
+                  model="cond", n_samples=5, steps=3, method="pc", snr=0.16, corrector=True, batch_size=2, seed=7,
                   device=torch.device("cpu"))
     with h5py.File(out["h5"], "r") as f:
         images, seeds = f["images"][()], f["seeds"][()]
