@@ -109,7 +109,8 @@ def sample_and_score(model_dir: str, classifier_dir: str, h5_out: str, png_out: 
         f.attrs.update({"time_convention": "tau generative: 0 = noise, 1 = data; sampled tau 0 -> 1",
                         "steps": steps, "method": method, "snr": snr, "checkpoint_sha256": sha})
     name = Path(model_dir).name
-    image_grid(images[:64], png_out, ncols=8, title=f"{name} model: {n} samples, {method.upper()} {steps} steps")
+    image_grid(images[:64], png_out, ncols=8, title=f"{name} model: {n} samples, {method.upper()}"
+               f"{'' if method != 'pc' else (' + corrector' if n_corrector else ' predictor only')} {steps} steps")
     clf = load_classifier(classifier_dir, device)
     pred = predict(clf, to_model_input(images)).numpy()
     tv = tv_to_uniform(pred, clf.hparams["levels_present"])
