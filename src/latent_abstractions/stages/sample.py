@@ -43,7 +43,8 @@ def sample_images(model_path: str, hparams_path: str, classifier_path: str, clas
                         "steps": steps, "method": method, "snr": snr, "corrector": corrector,
                         "checkpoint_sha256": score_model.sha256})
     image_grid(images[:64], png_out, ncols=8,
-               title=f"{model} model: {n_samples} samples, {method.upper()} {steps} steps")
+               title=f"{model} model: {n_samples} samples, {method.upper()}"
+                     f"{'' if method != 'pc' else (' + corrector' if corrector else ' predictor only')} {steps} steps")
     clf = load_classifier(classifier_path, classifier_hparams_path, device)
     pred = predict(clf.net, to_model_input(images)).numpy()
     tv = tv_to_uniform(pred, clf.hparams["levels_present"])
