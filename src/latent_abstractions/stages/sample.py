@@ -57,8 +57,16 @@ def sample_images(model_path: str, hparams_path: str, classifier_path: str, clas
                                                       replace=False))
     real = to_model_input(data.images(held))
     fake = to_model_input(images)
-    train = to_model_input(data.images(np.sort(parts["train"])))
-    d_fake, d_real = nearest_distances(fake, train).numpy(), nearest_distances(real, train).numpy()
+    # the training set is streamed in blocks (at 64x64 it does not fit in memory as floats); the nearest image
+    # over all blocks is the minimum of the per-block nearest distances
+    train_idx = np.sort(parts["train"])
+    d_fake = torch.full((len(images),), torch.inf, dtype=torch.float64)
+    d_real = torch.full((len(held),), torch.inf, dtype=torch.float64)
+    for a in range(0, len(train_idx), 4096):
+        block = to_model_input(data.images(train_idx[a:a + 4096]))
+        d_fake = torch.minimum(d_fake, nearest_distances(fake, block))
+        d_real = torch.minimum(d_real, nearest_distances(real, block))
+    d_fake, d_real = d_fake.numpy(), d_real.numpy()
     df["confidence"] = classifier_confidence(clf.net, fake)
     df["confidence_real"] = classifier_confidence(clf.net, real)
     df["nn_distance"] = float(np.median(d_fake))
