@@ -39,6 +39,20 @@ def test_dsm_loss_known_answers():
     assert float(again) == float(zero)  # the generator drives t and z
 
 
+def test_weightings_are_the_documented_multiples_of_sigma2():
+    # one example: sigma2 gives ||e||^2, edm w ||e||^2 with w = (sigma^2 + sd^2) / sd^2, geometric sqrt(w) ||e||^2,
+    # so geometric^2 = sigma2 * edm whatever sigma and z were drawn; edm / sigma2 = w >= 1 and grows with sigma
+    sde = VESDE(0.01, 50.0)
+    c = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    for seed in range(5):
+        loss = {w: float(dsm_loss(ExactPointScore(c, 0.3), sde, c, generator=torch.Generator().manual_seed(seed),
+                                  weighting=w, sigma_data=0.4)) for w in ("sigma2", "edm", "geometric")}
+        assert math.isclose(loss["geometric"] ** 2, loss["sigma2"] * loss["edm"], rel_tol=1e-5)
+        assert loss["edm"] > loss["geometric"] > loss["sigma2"]
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        dsm_loss(ExactPointScore(c), sde, c, weighting="sigma")
+
+
 def test_loss_falls_and_ema_tracks():
     torch.manual_seed(0)
     net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())

@@ -9,6 +9,7 @@ import torch
 from latent_abstractions.factors import N_LEVELS
 from latent_abstractions.layers import FIR
 from latent_abstractions.networks import NCSNpp
+from latent_abstractions.sde import VESDE
 
 torch.set_num_threads(1)
 
@@ -137,3 +138,22 @@ def test_paper_architecture_parameter_count():
     print(f"paper NCSN++ 64x64: {n / 1e6:.2f}M parameters (conditional {n_cond / 1e6:.2f}M)")
     assert 55e6 < n < 70e6, n  # reference NCSN++ 64x64 VE: 62.7M
     assert n_cond > n  # the label embeddings (their layout is tested by test_conditioning_null_tokens' behaviour)
+
+
+def test_labels_start_without_effect_and_learn_one():
+    # zero-initialised label tables: a fresh conditional network gives s(y | phi) = s(y) exactly, as the exact
+    # conditional score does wherever the image alone decides the labels; training then moves them apart
+    torch.manual_seed(0)
+    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), n_levels=N_LEVELS)
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)  # a non-zero output layer, so the labels could show
+    x, sigma = torch.randn(4, 3, 8, 8), torch.tensor([0.05, 0.5, 2.0, 8.0])
+    lab = torch.tensor([[1, 2, 3, 4, 1, 0]] * 4)
+    torch.testing.assert_close(net(x, sigma, lab), net(x, sigma, None), rtol=0, atol=0)
+    from latent_abstractions.losses import dsm_loss
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):  # the gradient reaches the tables once the blocks' embedding projections are non-zero
+        opt.zero_grad()
+        dsm_loss(net, VESDE(0.01, 10.0), torch.rand(4, 3, 8, 8, generator=gen), lab, generator=gen).backward()
+        opt.step()
+    assert not torch.allclose(net(x, sigma, lab), net(x, sigma, None), atol=1e-5)

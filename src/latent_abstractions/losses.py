@@ -8,7 +8,10 @@ E_sigma [ w(sigma) ||e||^2 ] (summed over pixels, averaged over the batch) with
   error weighted by 1 / sigma^2;
 - weighting "edm": w = (sigma^2 + sd^2) / sd^2, i.e. Karras et al. (2022)'s lambda = (sigma^2 + sd^2) / (sigma sd)^2
   on ||D - x0||^2. With the "edm" preconditioning (networks.py) this is exactly ||F - F_target||^2, the
-  backbone's error with unit weight at every sigma, F_target = (x0 - mu - c_skip (x - mu)) / c_out.
+  backbone's error with unit weight at every sigma, F_target = (x0 - mu - c_skip (x - mu)) / c_out;
+- weighting "geometric": w = sqrt((sigma^2 + sd^2) / sd^2), the geometric mean of the two: on the backbone's error
+  the weight sd / sqrt(sigma^2 + sd^2) is 1 where sigma << sd (like both) and falls as 1 / sigma, not as
+  1 / sigma^2 (sigma2) or not at all (edm).
 
 Noise levels: "log_uniform" draws t ~ U(eps, 1), i.e. log sigma uniform on the SDE's whole range (the measure the
 mutual-information integral uses); "log_normal" draws log sigma ~ N(p_mean, p_std^2) (Karras et al.), clipped to
@@ -21,7 +24,7 @@ import torch
 
 from .sde import VESDE
 
-WEIGHTINGS = ("sigma2", "edm")
+WEIGHTINGS = ("sigma2", "edm", "geometric")
 SIGMA_SAMPLINGS = ("log_uniform", "log_normal")
 
 
@@ -50,7 +53,8 @@ def dsm_loss(net: torch.nn.Module, sde: VESDE, x0: torch.Tensor, labels: torch.T
         labels: (B, 6) conditioning labels (-1 = null) or None.
         generator: RNG for sigma and z (for reproducible, resumable training).
         eps: smallest forward time sampled (log_uniform).
-        weighting: "sigma2" (w = 1) or "edm" (w = (sigma^2 + sigma_data^2) / sigma_data^2); module docstring.
+        weighting: "sigma2" (w = 1), "edm" (w = (sigma^2 + sigma_data^2) / sigma_data^2) or "geometric"
+            (the square root of edm's w); module docstring.
         sigma_data: the data's std (weighting "edm").
         sampling, p_mean, p_std: noise-level distribution (:func:`sample_sigma`).
     """
@@ -65,6 +69,8 @@ def dsm_loss(net: torch.nn.Module, sde: VESDE, x0: torch.Tensor, labels: torch.T
     per_example = err.pow(2).flatten(1).sum(1)
     if weighting == "edm":
         per_example = per_example * (sigma.float() ** 2 + sigma_data**2) / sigma_data**2
+    elif weighting == "geometric":
+        per_example = per_example * ((sigma.float() ** 2 + sigma_data**2) / sigma_data**2).sqrt()
     return per_example.mean()
 
 

@@ -3,7 +3,9 @@
 BigGAN-style residual blocks with noise-embedding injection and skip rescaling, a Gaussian Fourier
 embedding of log(sigma), self-attention at configured resolutions, FIR (1, 3, 3, 1) resampling inside the
 residual blocks (the filter is a buffer built once), and optional conditioning on the six Shapes3D factors
-(one embedding table per factor with a null token). The network always returns the score; how the backbone's
+(one embedding table per factor with a null token, zero-initialised so that s(y | phi) = s(y) until training
+moves them apart, and scaled per channel by a learned function of the noise level, so that the labels can
+matter at large sigma and be ignored at small sigma, where the image alone decides them). The network always returns the score; how the backbone's
 output F becomes the score is the noise parametrisation (``precond``), kept apart from the backbone:
 
 - ``"none"``: NCSN++'s ``scale_by_sigma``, s = F(y, sigma) / sigma (Song et al. 2021; config/paper.yaml).
@@ -89,6 +91,14 @@ class NCSNpp(nn.Module):
         self.label_emb = None
         if n_levels is not None:
             self.label_emb = nn.ModuleList(nn.Embedding(n + 1, emb_dim) for n in n_levels)
+            for table in self.label_emb:  # labels start with no effect: s(y | phi) = s(y) at initialisation
+                nn.init.zeros_(table.weight)
+            # a per-channel gate on the labels' embedding from the noise level, so the network can make the labels
+            # matter where they inform the denoiser (large sigma) and not where the image alone decides (small
+            # sigma, where s(y | phi) = s(y) exactly for labels that are functions of the image)
+            self.label_gate = nn.Linear(2 * nf, emb_dim)
+            nn.init.zeros_(self.label_gate.weight)
+            nn.init.ones_(self.label_gate.bias)
             self.register_buffer("null_index", torch.tensor(list(n_levels)), persistent=False)
         self.fir = FIR(resample_filter)
         block = dict(emb_dim=emb_dim, dropout=dropout, skip_rescale=skip_rescale, fir=self.fir)
@@ -144,7 +154,8 @@ class NCSNpp(nn.Module):
             raise ValueError(f"sigma must be a scalar or have one value per example ({batch}), "
                              f"got shape {tuple(sigma.shape)}")
         sigma = sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma.reshape(-1)
-        emb = self.emb0(self.fourier(sigma.log()))
+        noise = self.fourier(sigma.log())
+        emb = self.emb0(noise)
         if self.label_emb is not None:
             if labels is None:
                 labels = torch.full((batch, len(self.label_emb)), -1, dtype=torch.long, device=sigma.device)
@@ -152,8 +163,8 @@ class NCSNpp(nn.Module):
                 raise ValueError(f"labels must be (batch={batch}, {len(self.label_emb)}) level indices "
                                  f"(-1 = null), got shape {tuple(labels.shape)}")
             labels = torch.where(labels < 0, self.null_index, labels.long())
-            for k, table in enumerate(self.label_emb):
-                emb = emb + table(labels[:, k])
+            given = sum(table(labels[:, k]) for k, table in enumerate(self.label_emb))
+            emb = emb + self.label_gate(noise) * given
         elif labels is not None and bool((labels >= 0).any()):
             raise ValueError("labels given to an unconditional network")
         return self.emb1(F.silu(emb))
