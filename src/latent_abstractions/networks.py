@@ -5,8 +5,9 @@ embedding of log(sigma), self-attention at configured resolutions, FIR (1, 3, 3,
 residual blocks (the filter is a buffer built once), and optional conditioning on the six Shapes3D factors
 (one embedding table per factor with a null token, zero-initialised so that s(y | phi) = s(y) until training
 moves them apart, and scaled per channel by a learned function of the noise level, so that the labels can
-matter at large sigma and be ignored at small sigma, where the image alone decides them). The network always returns the score; how the backbone's
-output F becomes the score is the noise parametrisation (``precond``), kept apart from the backbone:
+matter at large sigma and be ignored at small sigma, where the image alone decides them). The network always
+returns the score; how the backbone's output F becomes the score is the noise parametrisation (``precond``),
+kept apart from the backbone:
 
 - ``"none"``: NCSN++'s ``scale_by_sigma``, s = F(y, sigma) / sigma (Song et al. 2021; config/paper.yaml).
 - ``"edm"``: Karras et al. (2022)'s preconditioning of the same VE SDE, the denoiser
