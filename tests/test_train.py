@@ -164,3 +164,19 @@ def test_load_score_model_round_trip_and_errors(tmp_path):
         load_score_model(*paths)
     with pytest.raises(ValueError, match="nowhere.json"):
         load_score_model(paths[0], tmp_path / "nowhere.json")
+
+
+def test_conditional_model_can_have_its_own_noise_levels():
+    import pathlib
+
+    import yaml
+
+    from latent_abstractions.stages.train import model_training, train_settings
+    shipped = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "config.yaml").read_text())["training"]
+    base = {**shipped, "sigma_sampling": "log_normal", "sigma_sampling_cond": "log_uniform"}
+    assert model_training(base, "cond")["sigma_sampling"] == "log_uniform"
+    assert model_training(base, "uncond")["sigma_sampling"] == "log_normal"
+    same = {**base, "sigma_sampling_cond": None}
+    assert model_training(same, "cond")["sigma_sampling"] == "log_normal"
+    assert "sigma_sampling_cond" not in model_training(base, "cond")  # TrainSettings has no such field
+    assert train_settings(model_training(base, "cond"), label_dropout=0.8, seed=0).sigma_sampling == "log_uniform"

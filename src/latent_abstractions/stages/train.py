@@ -33,6 +33,16 @@ def train_settings(training: dict, *, label_dropout: float, seed: int) -> TrainS
     return TrainSettings(**training, label_dropout=label_dropout, seed=seed)
 
 
+def model_training(training: dict, model: str) -> dict:
+    """The ``training`` keys for one score model: ``sigma_sampling_cond``, when set, replaces ``sigma_sampling``
+    for the conditional model (and is dropped for both)."""
+    out = dict(training)
+    cond_sampling = out.pop("sigma_sampling_cond", None)
+    if model == "cond" and cond_sampling is not None:
+        out["sigma_sampling"] = cond_sampling
+    return out
+
+
 def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, loss_out: str, *, model: str,
                       net: dict, label_dropout: float, sigma_min: float, sigma_max: float | None, training: dict,
                       seed: int, state_dir: str, device: torch.device) -> dict:
@@ -47,7 +57,8 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
             parametrisation ``precond`` ("none": output / sigma; "edm": c_in/c_skip/c_out around the training
             images' per-channel mean and std, measured here and stored in the hyperparameters).
         sigma_min, sigma_max: the VE SDE (sigma_max None: the largest pairwise distance in the training images).
-        training: the optimisation settings (fields of :class:`TrainSettings`).
+        training: the optimisation settings (fields of :class:`TrainSettings`, and ``sigma_sampling_cond``:
+            :func:`model_training`).
         seed: the run's master seed; state_dir: resumable checkpoints.
 
     Returns:
@@ -76,7 +87,7 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
         net_kwargs.update(precond=precond, sigma_data=std, data_mean=mean)
         log.info("precond %s: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
                  precond, sum(mean) / len(mean), std)
-    settings = train_settings(training, label_dropout=label_dropout if cond else 0.0,
+    settings = train_settings(model_training(training, model), label_dropout=label_dropout if cond else 0.0,
                               seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)))
     with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
         trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
