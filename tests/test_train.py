@@ -73,6 +73,16 @@ def test_checkpoint_of_other_hyperparameters_is_not_reused(tmp_path, data):
     assert info["resumed_from"] == 0
 
 
+def test_checkpoint_of_another_network_version_is_not_reused(tmp_path, data):
+    sde = VESDE(0.01, 5.0)
+    train_score_model(*data, NET, sde, settings(3), tmp_path, torch.device("cpu"), progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("label_gate.")}  # an older layout
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    _, _, info = train_score_model(*data, NET, sde, settings(6), tmp_path, torch.device("cpu"), progress=False)
+    assert info["resumed_from"] == 0
+
+
 def test_rejects_float_images(data):
     with pytest.raises(ValueError, match="uint8"):
         train_score_model(data[0].float(), None, NET, VESDE(0.01, 5.0), settings(1), "/nonexistent",

@@ -141,6 +141,10 @@ def train_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwa
     rows: list[dict] = []
     step = 0
     ckpt = _load_checkpoint(state_dir, hparams, settings.steps)
+    if ckpt is not None and set(ckpt["model"]) != set(net.state_dict()):
+        log.warning("%s: checkpoint was written by another version of the network (its parameters differ); "
+                    "starting from scratch", state_dir)
+        ckpt = None
     if ckpt is not None:
         net.load_state_dict(ckpt["model"], strict=True)
         opt.load_state_dict(ckpt["opt"])
