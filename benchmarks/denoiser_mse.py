@@ -57,8 +57,7 @@ if args.exact:
 
     class ExactNet(torch.nn.Module):  # the exact score with the network's call signature net(x, sigma, labels)
         def forward(self, x, sigma, labels=None):
-            t = torch.log(sigma.double() / model.sde.sigma_min) / np.log(model.sde.sigma_max / model.sde.sigma_min)
-            return score(x, t.clamp(0, 1))
+            return score(x, model.sde.t_of_sigma(sigma.double()))
 
     exact = denoiser_mse(ExactNet(), x0, args.sigmas, torch.Generator().manual_seed(args.seed))["mse"]
 exact_head = f"{'exact':>10}" if exact is not None else ""

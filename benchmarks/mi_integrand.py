@@ -54,12 +54,11 @@ x0 = to_model_input(data.images(test))
 labels = torch.as_tensor(data.label_indices[test]).long()
 exact = exact_score_fn(to_model_input(data.images(np.arange(data.n))), data.label_indices, model.sde)
 sde, gen = model.sde, torch.Generator().manual_seed(args.seed)
-log_range = np.log(sde.sigma_max / sde.sigma_min)
 print(f"{'sigma':>7}  " + "  ".join(f"{name:>17s}" for name in FACTOR_NAMES) + "   (network / exact)")
 with torch.no_grad():
     for s in args.sigmas:
         y = x0 + s * torch.randn(x0.shape, generator=gen)
-        t = float(np.clip(np.log(s / sde.sigma_min) / log_range, 0, 1))
+        t = float(sde.t_of_sigma(s))
         sig = torch.full((len(y),), s)
         s_net, s_ex = model.net(y, sig).double(), exact(y, t).double()
         cells = []

@@ -44,6 +44,12 @@ def test_tau_t_mapping():
     torch.testing.assert_close(SDE.t_to_tau(SDE.tau_to_t(tau)), tau)
 
 
+def test_t_of_sigma_inverts_sigma():
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)
+    torch.testing.assert_close(SDE.t_of_sigma(SDE.sigma(t)), t)
+    assert float(SDE.t_of_sigma(SDE.sigma_min / 2)) == 0.0 and float(SDE.t_of_sigma(SDE.sigma_max * 2)) == 1.0
+
+
 def test_perturb_marginal_statistics_per_example_times():
     n = 20000
     x0 = torch.full((n, 1, 1, 1), 3.0)

@@ -67,10 +67,9 @@ def dsm_loss(net: torch.nn.Module, sde: VESDE, x0: torch.Tensor, labels: torch.T
     score = net(x, sigma, labels)
     err = sigma[:, None, None, None] * score.float() + z
     per_example = err.pow(2).flatten(1).sum(1)
-    if weighting == "edm":
-        per_example = per_example * (sigma.float() ** 2 + sigma_data**2) / sigma_data**2
-    elif weighting == "geometric":
-        per_example = per_example * ((sigma.float() ** 2 + sigma_data**2) / sigma_data**2).sqrt()
+    if weighting != "sigma2":
+        w = (sigma.float() ** 2 + sigma_data**2) / sigma_data**2  # edm's; geometric takes its square root
+        per_example = per_example * (w if weighting == "edm" else w.sqrt())
     return per_example.mean()
 
 

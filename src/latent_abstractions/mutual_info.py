@@ -49,6 +49,12 @@ from tqdm import tqdm
 from .sde import VESDE
 
 
+ESTIMATORS = {  # name -> the integral it estimates (written into the table's metadata)
+    "gap": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt",
+    "dsm_difference": "1/2 int_{1-tau}^1 g^2 E(||s(y,t) + z/sigma||^2 - ||s(y,t|phi) + z/sigma||^2) dt",
+}
+
+
 @torch.no_grad()
 def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Tensor, taus: np.ndarray,
               n_times: int, generator: torch.Generator, batch_size: int = 256, progress: bool = False,
@@ -69,8 +75,8 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
     Returns:
         (mi, se), each (len(taus), n_factors), in nats.
     """
-    if estimator not in ("gap", "dsm_difference"):
-        raise ValueError(f"estimator must be 'gap' or 'dsm_difference', got {estimator!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}, got {estimator!r}")
     taus = np.asarray(taus, dtype=np.float64)
     if np.any(np.diff(taus) <= 0) or taus[0] < 0 or taus[-1] > 1:
         raise ValueError("taus must be increasing within [0, 1]")

@@ -50,6 +50,11 @@ class VESDE:
 
     marginal_std = sigma
 
+    def t_of_sigma(self, sigma) -> torch.Tensor:
+        """Forward time t at which sigma(t) = ``sigma`` (clamped to [0, 1] outside [sigma_min, sigma_max])."""
+        sigma = _as_tensor(sigma)
+        return (torch.log(sigma / self.sigma_min) / self.log_ratio).clamp(0, 1)
+
     def g2(self, t) -> torch.Tensor:
         """Squared diffusion coefficient g(t)^2 = d sigma(t)^2 / dt."""
         return 2 * self.sigma(t) ** 2 * self.log_ratio

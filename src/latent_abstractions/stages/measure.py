@@ -20,7 +20,7 @@ from ..factors import FACTOR_NAMES
 from ..features import choose_images, pooled_features
 from ..forking import fork_entropies, fork_labels
 from ..io import atomic_path, write_parquet
-from ..mutual_info import mi_curves
+from ..mutual_info import ESTIMATORS, mi_curves
 from ..rng import derive_seed, numpy_rng
 from ..score import get_score_fn
 from ..shapes3d import load_shapes3d, load_split, to_model_input, to_uint8
@@ -78,10 +78,6 @@ def extract_features(model_path: str, hparams_path: str, h5: str, split: str, ou
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
 
 
-MI_FORMULAS = {"gap": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt",
-               "dsm_difference": "1/2 int_{1-tau}^1 g^2 E(||s(y,t) + z/sigma||^2 - ||s(y,t|phi) + z/sigma||^2) dt"}
-
-
 def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, split: str, out: str, *,
                                 taus: Sequence[float], n_images: int, n_times: int, batch_size: int, seed: int,
                                 device: torch.device, estimator: str = "gap") -> pd.DataFrame:
@@ -115,7 +111,7 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
                          "ceiling": math.log(n_lv), "n_levels": n_lv, "n_images": len(idx),
                          "n_times": int(n_times)})
     df = finish_table(pd.DataFrame(rows), out, seed=seed, checkpoint=model.sha256, sort_by=["factor", "tau"],
-                      metadata={"estimator": f"{estimator}: {MI_FORMULAS[estimator]} (stratified MC); "
+                      metadata={"estimator": f"{estimator}: {ESTIMATORS[estimator]} (stratified MC); "
                                              "I(Y_tau) - I(Y_0)"})
     over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
     for factor, sub in over.groupby("factor"):  # an exact estimator cannot exceed log(levels)
