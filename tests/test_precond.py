@@ -89,9 +89,9 @@ def test_losses_of_the_exact_gaussian_denoiser_have_closed_forms():
     # "sigma2" loss is d * E[sd^2 / (sigma^2 + sd^2)] over log-uniform sigma, an elementary integral.
     net, sde, n, d = edm_net(), VESDE(0.01, 20.0), 4096, 3 * 8 * 8
     x0 = gaussian_data(n, seed=1)
-    edm = dsm_loss(net, sde, x0, generator=torch.Generator().manual_seed(4), weighting="edm", sigma_data=SD)
+    edm = dsm_loss(net, sde, x0, generator=torch.Generator().manual_seed(4), weighting="edm", sigma_data=SD).detach()
     assert abs(float(edm) / d - 1) < 0.01, float(edm) / d  # MC error of a mean of n chi2_d / d: ~0.003
-    raw = dsm_loss(net, sde, x0, generator=torch.Generator().manual_seed(4), weighting="sigma2", eps=0.0)
+    raw = dsm_loss(net, sde, x0, generator=torch.Generator().manual_seed(4), weighting="sigma2", eps=0.0).detach()
     # E over u = log sigma uniform on [a, b] of 1 / (1 + sigma^2 / sd^2) = 1 - (1/(2(b-a))) [log(1 + e^{2u}/sd^2)]_a^b
     a, b = math.log(0.01), math.log(20.0)
     f = lambda u: math.log1p(math.exp(2 * u) / SD**2)  # noqa: E731
