@@ -49,7 +49,6 @@ from latent_abstractions.shapes3d import load_shapes3d, to_model_input
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after run_forking")
 parser.add_argument("--n-base", type=int, default=24, help="base paths (the default run uses 6)")
-parser.add_argument("--n-forks", type=int, default=None, help="forks per base and tau (default: the reference's K)")
 parser.add_argument("--steps", type=int, default=50, help="predictor steps over the whole path tau = 0 -> 1")
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
@@ -59,10 +58,7 @@ model = load_score_model(res / "models/uncond/model.pt", res / "models/uncond/hp
 clf = load_classifier(res / "models/classifier/model.pt", res / "models/classifier/hparams.json", torch.device("cpu"))
 exact = pd.read_parquet(res / "tables/exact_filter.parquet")
 exact = exact[exact["mixture"] == "all"]
-k_forks = args.n_forks or int(exact["n_forks"].iloc[0])
-if k_forks != int(exact["n_forks"].iloc[0]):
-    parser.error(f"--n-forks {k_forks}: the reference in {res}/tables/exact_filter.parquet is for "
-                 f"K = {int(exact['n_forks'].iloc[0])}")
+k_forks = int(exact["n_forks"].iloc[0])  # the K of the reference (the run's forking.n_forks)
 taus = np.sort(exact["tau"].unique())
 data = load_shapes3d(res / "data/shapes3d.h5")
 images = to_model_input(data.images(np.arange(data.n)))
