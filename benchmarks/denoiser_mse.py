@@ -31,6 +31,7 @@ import torch
 from latent_abstractions.checkpoint import load_score_model
 from latent_abstractions.exact_filter import exact_score_fn
 from latent_abstractions.losses import denoiser_mse
+from latent_abstractions.rng import seeded_subset
 from latent_abstractions.shapes3d import load_shapes3d, load_split, to_model_input
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +48,7 @@ args = parser.parse_args()
 model = load_score_model(f"{args.model_dir}/model.pt", f"{args.model_dir}/hparams.json")
 data = load_shapes3d(args.h5)
 test = load_split(args.split, data.n)["test"]
-test = np.sort(np.random.default_rng(args.seed).choice(test, size=min(args.n_images, len(test)), replace=False))
+test = seeded_subset(test, args.n_images, args.seed)
 x0 = to_model_input(data.images(test))
 out = denoiser_mse(model.net, x0, args.sigmas, torch.Generator().manual_seed(args.seed))
 exact = None

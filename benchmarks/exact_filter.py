@@ -26,6 +26,7 @@ import torch
 from latent_abstractions.exact_filter import level_codes
 from latent_abstractions.factors import N_LEVELS
 from latent_abstractions.render import GridSpec
+from latent_abstractions.rng import seeded_subset
 from latent_abstractions.sde import VESDE, sigma_max_from_data
 from latent_abstractions.shapes3d import load_shapes3d, to_model_input, write_synthetic
 from latent_abstractions.stages.exact_filter import filter_table
@@ -66,8 +67,7 @@ data = load_shapes3d(args.h5)
 d = data.resolution**2 * 3
 members = np.arange(data.n if args.limit is None else min(args.limit, data.n))
 if args.sigma_max is None:
-    sub = np.sort(np.random.default_rng(args.seed).choice(members, min(args.sigma_pairs_images, len(members)),
-                                                          replace=False))
+    sub = seeded_subset(members, args.sigma_pairs_images, args.seed)
     t0 = time.perf_counter()
     sigma_max = sigma_max_from_data(to_model_input(data.images(sub)))
     print(f"sigma_max = {sigma_max:.4f} (largest distance among {len(sub)} images, {time.perf_counter() - t0:.0f} s)")

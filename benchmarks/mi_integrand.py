@@ -33,6 +33,7 @@ import torch
 from latent_abstractions.checkpoint import load_score_model
 from latent_abstractions.exact_filter import exact_score_fn
 from latent_abstractions.factors import FACTOR_NAMES
+from latent_abstractions.rng import seeded_subset
 from latent_abstractions.shapes3d import load_shapes3d, load_split, to_model_input
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,7 +50,7 @@ if model.hparams["net"].get("n_levels") is None:
     parser.error(f"{args.model_dir} holds an unconditional model; the integrand needs the conditional one")
 data = load_shapes3d(args.h5)
 test = load_split(args.split, data.n)["test"]
-test = np.sort(np.random.default_rng(args.seed).choice(test, size=min(args.n_images, len(test)), replace=False))
+test = seeded_subset(test, args.n_images, args.seed)
 x0 = to_model_input(data.images(test))
 labels = torch.as_tensor(data.label_indices[test]).long()
 exact = exact_score_fn(to_model_input(data.images(np.arange(data.n))), data.label_indices, model.sde)

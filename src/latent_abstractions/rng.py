@@ -43,6 +43,11 @@ def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
     return int(derive_seeds(seed, purpose, 1, index)[0])
 
 
+def seeded_subset(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of ``indices`` (all of them if fewer) drawn without replacement by ``default_rng(seed)``, sorted."""
+    return np.sort(np.random.default_rng(seed).choice(indices, size=min(n, len(indices)), replace=False))
+
+
 def numpy_rng(seed: int, *keys: int) -> np.random.Generator:
     """A NumPy generator for one cell of a table (e.g. the bootstrap of one tau and factor): seeded by (seed, *keys)."""
     return np.random.default_rng([int(seed), *map(int, keys)])

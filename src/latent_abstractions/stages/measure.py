@@ -21,7 +21,7 @@ from ..features import choose_images, pooled_features
 from ..forking import fork_entropies, fork_labels
 from ..io import atomic_path, write_parquet
 from ..mutual_info import ESTIMATORS, mi_curves
-from ..rng import derive_seed, numpy_rng
+from ..rng import derive_seed, numpy_rng, seeded_subset
 from ..score import get_score_fn
 from ..shapes3d import load_shapes3d, load_split, to_model_input, to_uint8
 from ..stats import bootstrap_ci
@@ -92,8 +92,7 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
         raise ValueError(f"{hparams_path}: mutual information needs the conditional model (n_levels is null)")
     data = load_shapes3d(h5)
     test = load_split(split, data.n)["test"]
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(test, size=min(n_images, len(test)), replace=False))
+    idx = seeded_subset(test, n_images, seed)
     x0 = to_model_input(data.images(idx)).to(device)
     labels = torch.from_numpy(data.label_indices[idx])
     gen = torch.Generator().manual_seed(seed)

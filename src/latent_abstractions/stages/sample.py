@@ -15,6 +15,7 @@ from ..factors import FACTOR_NAMES
 from ..generate import classifier_confidence, generate, nearest_distances, sample_seeds, tv_to_uniform
 from ..io import atomic_path, write_parquet
 from ..plotting import image_grid
+from ..rng import seeded_subset
 from ..score import get_score_fn
 from ..shapes3d import load_shapes3d, load_split, to_model_input
 from .tables import TIME_CONVENTION
@@ -53,8 +54,7 @@ def sample_images(model_path: str, hparams_path: str, classifier_path: str, clas
                        "seed": np.int64(seed), "checkpoint": score_model.sha256})
     data = load_shapes3d(dataset_h5)
     parts = load_split(split, data.n)
-    held = np.sort(np.random.default_rng(seed).choice(parts["test"], size=min(n_samples, len(parts["test"])),
-                                                      replace=False))
+    held = seeded_subset(parts["test"], n_samples, seed)
     real = to_model_input(data.images(held))
     fake = to_model_input(images)
     # the training set is streamed in blocks (at 64x64 it does not fit in memory as floats); the nearest image
