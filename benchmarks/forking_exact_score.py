@@ -1,16 +1,16 @@
 """Forking with the exact score beside the learned one: is a forking gap the network's, or the measurement's?
 
-Runs the forking measurement (forking.fork_labels: the same tau grid, sampler, steps, seeds, K forks and attribute
-classifier as the run_forking rule) twice, once with the unconditional network and once with the exact score of
-the data distribution (every image of the file, exact_filter.exact_score_fn), and prints per factor and tau the
-mean normalised fork entropy of both beside the exact filter's finite-K reference (tables/exact_filter.parquet,
-mixture "all", entropy_k). Where the exact-score column meets the reference, sampler discretisation, classifier
+Runs the forking measurement (forking.fork_labels with the run's tau grid, sampler, steps, corrector flag, seed,
+K and attribute classifier, read from its tables; only the number of base paths is this script's) twice, once
+with the unconditional network and once with the exact score of the data distribution (every image of the file,
+exact_filter.exact_score_fn), and prints per factor and tau the mean normalised fork entropy of both beside the
+exact filter's finite-K reference (tables/exact_filter.parquet, mixture "all", entropy_k). Where the exact-score column meets the reference, sampler discretisation, classifier
 and estimator are unbiased, and what separates the network's column from it is the network's score.
 
     PYTHONPATH=src python3 benchmarks/forking_exact_score.py results/default --n-base 24
 
-Measured on the default 24x24 run (main at d88a907; 24 base paths, K = 6, 50 predictor steps, no corrector;
-1m57s on 2 cores), entropy network / exact score / reference:
+Measured on the default 24x24 run (24 base paths; the run's K = 6, 50 predictor steps, no corrector, seed 0;
+2m08s on 2 cores), entropy network / exact score / reference:
       tau  floor_hue       wall_hue        object_hue      scale           shape           orientation
      0.00  0.67/0.74/0.73  0.80/0.71/0.76  0.77/0.77/0.78  0.71/0.77/0.78  0.70/0.75/0.78  0.65/0.74/0.75
      0.09  0.65/0.63/0.61  0.68/0.66/0.69  0.79/0.77/0.76  0.78/0.82/0.78  0.69/0.76/0.78  0.64/0.78/0.75
@@ -43,14 +43,13 @@ from latent_abstractions.classifier import predict
 from latent_abstractions.exact_filter import exact_score_fn
 from latent_abstractions.factors import FACTOR_NAMES
 from latent_abstractions.forking import fork_entropies, fork_labels
+from latent_abstractions.io import read_parquet_metadata
 from latent_abstractions.score import get_score_fn
 from latent_abstractions.shapes3d import load_shapes3d, to_model_input
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after run_forking")
 parser.add_argument("--n-base", type=int, default=24, help="base paths (the default run uses 6)")
-parser.add_argument("--steps", type=int, default=50, help="predictor steps over the whole path tau = 0 -> 1")
-parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
 res = Path(args.results)
@@ -58,13 +57,15 @@ model = load_score_model(res / "models/uncond/model.pt", res / "models/uncond/hp
 clf = load_classifier(res / "models/classifier/model.pt", res / "models/classifier/hparams.json", torch.device("cpu"))
 exact = pd.read_parquet(res / "tables/exact_filter.parquet")
 exact = exact[exact["mixture"] == "all"]
-k_forks = int(exact["n_forks"].iloc[0])  # the K of the reference (the run's forking.n_forks)
-taus = np.sort(exact["tau"].unique())
+run = pd.read_parquet(res / "tables/forking.parquet")
+sampler = read_parquet_metadata(res / "tables/forking.parquet")  # how run_forking sampled
+taus = np.sort(run["tau"].unique())
 data = load_shapes3d(res / "data/shapes3d.h5")
 images = to_model_input(data.images(np.arange(data.n)))
 n_levels = [len(v) for v in clf.hparams["levels_present"]]
-common = dict(shape=tuple(images.shape[1:]), taus=taus, n_base=args.n_base, n_forks=k_forks, steps=args.steps,
-              method="pc", snr=0.16, seed=args.seed, device=torch.device("cpu"), corrector=False)
+common = dict(shape=tuple(images.shape[1:]), taus=taus, n_base=args.n_base, n_forks=int(run["n_forks"].iloc[0]),
+              steps=int(sampler["steps"]), method=sampler["method"], snr=float(sampler["snr"]),
+              corrector=bool(sampler["corrector"]), seed=int(run["seed"].iloc[0]), device=torch.device("cpu"))
 curves = {}
 for name, score in (("network", get_score_fn(model.net, model.sde)),
                     ("exact score", exact_score_fn(images, data.label_indices, model.sde))):
