@@ -122,7 +122,8 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
     model = NoisyClassifier(images.shape[-1], width, levels_present, float(x.std()), float(x.mean())).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                pct_start=max(0.05, 2 / steps))  # >= 2 warm-up steps
     gen = torch.Generator().manual_seed(seed)
     losses, t0 = [], time.perf_counter()
     for _ in tqdm(range(steps), desc="noisy classifier", disable=not progress, mininterval=5):
