@@ -21,6 +21,16 @@ from .factors import FACTOR_NAMES, N_LEVELS
 log = logging.getLogger(__name__)
 
 
+def present_level_mask(levels_present: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
+    """(mask, offsets) for six heads over the official levels concatenated: the mask is 0 at the levels present
+    and -inf elsewhere (added to the logits), offsets[k]:offsets[k + 1] is factor k's slice."""
+    mask = torch.full((sum(N_LEVELS),), float("-inf"))
+    offsets = np.cumsum([0, *N_LEVELS])
+    for k, present in enumerate(levels_present):
+        mask[offsets[k] + np.asarray(present, dtype=np.int64)] = 0.0
+    return mask, offsets.tolist()
+
+
 class AttributeClassifier(nn.Module):
     """Conv-GN-SiLU blocks with stride-2 downsampling to 4x4, an MLP on the flattened map, six heads.
 
@@ -46,12 +56,8 @@ class AttributeClassifier(nn.Module):
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
         # the flattened 4x4 map keeps where things are (orientation, scale); global pooling would lose it
         self.head = nn.Sequential(nn.Linear(ch * 16, 8 * width), nn.SiLU(), nn.Linear(8 * width, sum(N_LEVELS)))
-        mask = torch.full((sum(N_LEVELS),), float("-inf"))
-        offsets = np.cumsum([0, *N_LEVELS])
-        for k, present in enumerate(levels_present):
-            mask[offsets[k] + np.asarray(present, dtype=np.int64)] = 0.0
+        mask, self.offsets = present_level_mask(levels_present)
         self.register_buffer("mask", mask, persistent=False)
-        self.offsets = offsets.tolist()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-factor logits (absent levels at -inf) for images in [0, 1]."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .classifier import present_level_mask
 from .factors import N_LEVELS
 from .sde import VESDE
 
@@ -85,12 +86,8 @@ class NoisyClassifier(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.AdaptiveAvgPool2d(3)  # keeps where things are (orientation, scale)
         self.head = nn.Sequential(nn.Linear(ch * 9 + emb, 4 * width), nn.SiLU(), nn.Linear(4 * width, sum(N_LEVELS)))
-        mask = torch.full((sum(N_LEVELS),), float("-inf"))
-        offsets = np.cumsum([0, *N_LEVELS])
-        for k, present in enumerate(levels_present):
-            mask[offsets[k] + np.asarray(present, dtype=np.int64)] = 0.0
+        mask, self.offsets = present_level_mask(levels_present)
         self.register_buffer("mask", mask, persistent=False)
-        self.offsets = offsets.tolist()
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
         """Per-factor logits over the official levels for noised images y (B, 3, H, W) at noise levels (B,)."""
