@@ -24,7 +24,7 @@ Largest |learned - exact| over tau (floor / wall / object hue / scale / shape / 
 is 0.15-0.16): guidance gap 0.05 / 0.12 / 0.49 / 0.25 / 0.30 / 0.29; bound 0.03 / 0.03 / 0.13 / 0.36 / 0.41 /
 0.55; label-input network 0.51 / 0.97 / 1.33 / 1.32 / 1.28 / 1.49. The same classifier, its weights' EMA (decay
 0.998, --ema-decay): gap 0.27 / 0.27 / 0.10 / 0.52 / 0.53 / 0.52 (every curve lower; object hue 1.47 at tau = 1).
-Twice as long (3,000 steps, 522 s): gap 0.09 / 0.11 / 0.41 / 0.18 / 0.22 / 0.29 (object hue 1.79, shape 1.57,
+Twice as long (3,000 steps; 522 s, beside other work): gap 0.09 / 0.11 / 0.41 / 0.18 / 0.22 / 0.29 (object hue 1.79, shape 1.57,
 orientation 1.90 at tau = 1, all over their ceilings), bound 0.01 / 0.04 / 0.09 / 0.28 / 0.29 / 0.37.
 
 Findings. (1) The classifier-guided gap is 3-10 times closer to the exact filter than the label-input network
