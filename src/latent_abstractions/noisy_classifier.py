@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .classifier import present_level_mask
 from .factors import N_LEVELS
 from .sde import VESDE
+from .train import data_statistics
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class NoisyClassifier(nn.Module):
     Args:
         resolution: input side; width: channels of the first block (doubled per downsampling, at most 4x).
         levels_present: per factor, the official level indices present.
-        sigma_data: the training images' std; data_mean: their mean pixel value.
+        sigma_data: the training images' std about their per-channel mean; data_mean: their mean pixel value.
     """
 
     def __init__(self, resolution: int, width: int, levels_present: list[list[int]], sigma_data: float = 0.5,
@@ -115,8 +116,8 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
         (EMA model in eval mode, the summed cross-entropy of every step).
     """
     torch.manual_seed(seed)
-    x = images.float().div(255)
-    model = NoisyClassifier(images.shape[-1], width, levels_present, float(x.std()), float(x.mean())).to(device)
+    means, sigma_data = data_statistics(images, "channel")  # chunked: the images stay uint8 (64x64: 5.9 GB)
+    model = NoisyClassifier(images.shape[-1], width, levels_present, sigma_data, sum(means) / len(means)).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
@@ -124,9 +125,10 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
     gen = torch.Generator().manual_seed(seed)
     losses, t0 = [], time.perf_counter()
     for _ in tqdm(range(steps), desc="noisy classifier", disable=not progress, mininterval=5):
-        idx = torch.randint(len(x), (batch_size,), generator=gen)
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
         sigma = sde.sigma(torch.rand(batch_size, generator=gen))
-        y = x[idx] + sigma[:, None, None, None] * torch.randn(x[idx].shape, generator=gen)
+        x = images[idx].float().div(255)
+        y = x + sigma[:, None, None, None] * torch.randn(x.shape, generator=gen)
         logits = model(y.to(device), sigma.to(device))
         loss = sum(F.cross_entropy(lg, labels[idx, k].to(device)) for k, lg in enumerate(logits))
         opt.zero_grad(set_to_none=True)
