@@ -84,3 +84,20 @@ def tiny_run(tmp_path_factory) -> Path:
     wf = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
     run_snakemake(wf, *TINY_RUN_ARGS, timeout=900)
     return wf
+
+
+
+@pytest.fixture(scope="module")
+def two_level_grid(tmp_path_factory):
+    """A rendered 16x16 grid with two levels of every factor (64 images): (dataset, images as uint8 (N, 3, H, W),
+    official level labels (N, 6)). The classifiers' tests train on it."""
+    import torch
+
+    from latent_abstractions.render import GridSpec
+    from latent_abstractions.shapes3d import load_shapes3d, write_synthetic
+
+    path = tmp_path_factory.mktemp("grid") / "d.h5"
+    write_synthetic(path, GridSpec.from_counts(16, [2, 2, 2, 2, 2, 2]), progress=False)
+    data = load_shapes3d(path)
+    images = torch.from_numpy(data.images()).permute(0, 3, 1, 2).contiguous()
+    return data, images, torch.from_numpy(data.label_indices)

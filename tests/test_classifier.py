@@ -8,18 +8,12 @@ from latent_abstractions.checkpoint import load_classifier, save_classifier
 from latent_abstractions.classifier import AttributeClassifier, accuracy_table, predict, train_classifier
 from latent_abstractions.factors import N_LEVELS
 from latent_abstractions.generate import tv_to_uniform
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import load_shapes3d, write_synthetic
 
 torch.set_num_threads(1)
 
 
-def test_classifier_learns_the_factors(tmp_path):
-    path = tmp_path / "d.h5"
-    write_synthetic(path, GridSpec.from_counts(16, [2, 2, 2, 2, 2, 2]), progress=False)
-    d = load_shapes3d(path)
-    x = torch.from_numpy(d.images()).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(d.label_indices)
+def test_classifier_learns_the_factors(tmp_path, two_level_grid):
+    d, x, y = two_level_grid
     levels = [v.tolist() for v in d.levels_present]
     model = train_classifier(x, y, levels, width=8, steps=150, batch_size=32, lr=3e-3, seed=0,
                              device=torch.device("cpu"), progress=False)

@@ -6,19 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from latent_abstractions.noisy_classifier import NoisyClassifier, guidance_gap_fn, train_noisy_classifier
-from latent_abstractions.render import GridSpec
 from latent_abstractions.sde import VESDE
-from latent_abstractions.shapes3d import load_shapes3d, write_synthetic
 
 torch.set_num_threads(1)
 
 
-def test_learns_factors_at_low_noise_and_not_at_the_prior(tmp_path):
-    path = tmp_path / "d.h5"
-    write_synthetic(path, GridSpec.from_counts(16, [2, 2, 2, 2, 2, 2]), progress=False)
-    d = load_shapes3d(path)
-    x = torch.from_numpy(d.images()).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(d.label_indices)
+def test_learns_factors_at_low_noise_and_not_at_the_prior(two_level_grid):
+    d, x, y = two_level_grid
     sde = VESDE(0.01, 20.0)
     model, losses = train_noisy_classifier(x, y, [v.tolist() for v in d.levels_present], sde, width=8, steps=300,
                                            batch_size=32, lr=3e-3, ema_decay=0.9, seed=0,

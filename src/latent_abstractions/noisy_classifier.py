@@ -17,7 +17,6 @@ Time convention: the classifier is indexed by the noise level sigma = sigma(t), 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .classifier import present_level_mask
+from .ema import EMA
 from .factors import N_LEVELS
 from .sde import VESDE
 from .train import data_statistics
@@ -118,7 +118,7 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
     torch.manual_seed(seed)
     means, sigma_data = data_statistics(images, "channel")  # chunked: the images stay uint8 (64x64: 5.9 GB)
     model = NoisyClassifier(images.shape[-1], width, levels_present, sigma_data, sum(means) / len(means)).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    ema = EMA(model, ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
                                                 pct_start=max(0.05, 2 / steps))  # >= 2 warm-up steps
@@ -135,13 +135,12 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
         loss.backward()
         opt.step()
         sched.step()
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - ema_decay)
+        ema.update(model)
         losses.append(float(loss.detach()))
     log.info("noisy classifier: %d steps in %.1f s, mean loss of the last 100 %.4f", steps,
              time.perf_counter() - t0, float(np.mean(losses[-100:])))
-    return ema.eval(), losses
+    ema.copy_to(model)
+    return model.eval(), losses
 
 
 def guidance_gap_fn(model: NoisyClassifier, sde: VESDE):
