@@ -30,6 +30,7 @@ from tqdm import tqdm
 from .classifier import present_level_mask
 from .ema import EMA
 from .factors import N_LEVELS
+from .layers import FourierEmbedding
 from .sde import VESDE
 from .train import data_statistics
 
@@ -75,7 +76,7 @@ class NoisyClassifier(nn.Module):
                                                                                  levels_present],
                             sigma_data=float(sigma_data), data_mean=float(data_mean))
         emb = 4 * width
-        self.register_buffer("freqs", torch.randn(32, generator=torch.Generator().manual_seed(0)))
+        self.fourier = FourierEmbedding(64, 1.0)  # log sigma, smooth over the SDE's range
         self.embed = nn.Sequential(nn.Linear(64, emb), nn.SiLU(), nn.Linear(emb, emb))
         blocks, ch, res, i = [], 3, resolution, 0
         while True:
@@ -92,8 +93,7 @@ class NoisyClassifier(nn.Module):
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
         """Per-factor logits over the official levels for noised images y (B, 3, H, W) at noise levels (B,)."""
-        angle = 2 * math.pi * sigma.log()[:, None] * self.freqs[None]
-        emb = self.embed(torch.cat([angle.sin(), angle.cos()], 1))
+        emb = self.embed(self.fourier(sigma.log()))
         sd, mean = self.hparams["sigma_data"], self.hparams["data_mean"]
         h = (y - mean) / torch.sqrt(sigma**2 + sd**2)[:, None, None, None]
         for block in self.blocks:
