@@ -86,8 +86,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return wf
 
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_level_grid(tmp_path_factory):
     """A rendered 16x16 grid with two levels of every factor (64 images): (dataset, images as uint8 (N, 3, H, W),
     official level labels (N, 6)). The classifiers' tests train on it."""
