@@ -20,7 +20,7 @@ rule exact_filter:
         n_forks=cfg("forking/n_forks"),
         taus=get_taus(),
         seed=cfg("seed"),
-    threads: 2
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=4000,

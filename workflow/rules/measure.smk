@@ -23,7 +23,7 @@ rule extract_features:
         n_test=cfg("features/n_test"),
         batch_size=cfg("features/batch_size"),
         seed=cfg("seed"),
-    threads: 2
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=8000,
@@ -48,7 +48,7 @@ rule fit_linear_probes:
         max_iter=cfg("probes/max_iter"),
         n_bootstrap=cfg("probes/n_bootstrap"),
         seed=cfg("seed"),
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -77,7 +77,7 @@ rule estimate_mutual_information:
         estimator=cfg("mutual_info/estimator"),
         batch_size=cfg("mutual_info/batch_size"),
         seed=cfg("seed"),
-    threads: 2
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=8000,
@@ -111,7 +111,7 @@ rule run_forking:
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
         seed=cfg("seed"),
-    threads: 2
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=8000,

@@ -30,7 +30,7 @@ rule sample_images:
         corrector=cfg("sampling/corrector"),
         batch_size=cfg("sampling/batch_size"),
         seed=cfg("seed"),
-    threads: 1  # one per job: the two score models (uncond, cond) run side by side on 2 cores
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=8000,

@@ -24,7 +24,7 @@ rule train_score_model:
         training=cfg("training"),
         seed=cfg("seed"),
         state_dir=f"{RESULTS}/state/{{model}}",
-    threads: 1  # one per job: the two score models (uncond, cond) run side by side on 2 cores
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=8000,
@@ -53,7 +53,7 @@ rule train_classifier:
         batch_size=cfg("classifier/batch_size"),
         lr=cfg("classifier/lr"),
         seed=cfg("seed"),
-    threads: 2
+    threads: THREADS
     resources:
         gpu=GPUS,
         mem_mb=8000,
