@@ -54,10 +54,24 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+# A stand-in for Slurm's `scontrol` that fails at once. The Slurm executor plugin is imported by every snakemake
+# command, local ones included, and probes `scontrol show config` (10 s timeout) at import; where Slurm's client is
+# installed but its controller is down (CI between the Slurm test's start and stop) each probe waits ~9 s, about
+# 5 of the suite's minutes over its ~35 snakemake commands. Local runs and dry runs never need the controller;
+# tests/test_slurm.py runs with the real PATH.
+_NO_SCONTROL = Path(__file__).resolve().parent / "bin_no_scontrol"
+
+
+def local_env(**extra: str) -> dict:
+    """Environment of a local snakemake run: no GPU, Slurm's scontrol shadowed (see _NO_SCONTROL), ``extra``."""
+    path = os.pathsep.join(p for p in (str(_NO_SCONTROL), os.environ.get("PATH", "")) if p)
+    return {**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0", "PATH": path, **extra}
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = True,
                   env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run snakemake in ``workdir`` with a hard timeout; on failure, show its output."""
-    full_env = {**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0", **(env or {})}
+    """Run snakemake locally (``local_env``) in ``workdir`` with a hard timeout; on failure, show its output."""
+    full_env = local_env(**(env or {}))
     proc = subprocess.run(
         [snakemake_exe(), *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout,
     )

@@ -87,13 +87,13 @@ def test_orphaned_trainer_of_a_killed_snakemake_blocks_the_rerun(tmp_path):
 
     import psutil
 
-    from conftest import copy_workflow, run_snakemake, snakemake_exe
+    from conftest import copy_workflow, local_env, run_snakemake, snakemake_exe
 
     wf = copy_workflow(tmp_path / "wf")
     target = "results/tiny/models/uncond/model.pt"
     args = [target, "--cores", "1", "--configfile", "config/tiny.yaml", "--config",
             "training={steps: 100000, checkpoint_every: 5}"]
-    snake = subprocess.Popen([snakemake_exe(), *args], cwd=wf, env={**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"},
+    snake = subprocess.Popen([snakemake_exe(), *args], cwd=wf, env=local_env(),
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     orphans = []
     try:

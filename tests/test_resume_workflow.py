@@ -9,7 +9,7 @@ import time
 import psutil  # a dependency of snakemake itself
 import torch
 
-from conftest import copy_workflow, run_snakemake, snakemake_exe
+from conftest import copy_workflow, local_env, run_snakemake, snakemake_exe
 
 TARGET = "results/tiny/models/uncond/model.pt"
 ARGS = [TARGET, "--cores", "1", "--configfile", "config/tiny.yaml", "longer.yaml"]
@@ -21,7 +21,7 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     clean = copy_workflow(tmp_path / "clean")
     for wf in (killed, clean):
         (wf / "longer.yaml").write_text(LONGER)
-    env = {**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"}
+    env = local_env()
     proc = subprocess.Popen([snakemake_exe(), *ARGS], cwd=killed, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "results/tiny/state/uncond/checkpoint.pt"
