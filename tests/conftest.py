@@ -56,7 +56,7 @@ def copy_workflow(dest: Path) -> Path:
 
 # A stand-in for Slurm's `scontrol` that fails at once. The Slurm executor plugin is imported by every snakemake
 # command, local ones included, and probes `scontrol show config` (10 s timeout) at import; where Slurm's client is
-# installed but its controller is down (CI between the Slurm test's start and stop) each probe waits ~9 s, about
+# installed but its controller is down (CI: it runs only inside tests/test_slurm.py) each probe waits ~9 s, about
 # 5 of the suite's minutes over its ~35 snakemake commands. Local runs and dry runs never need the controller;
 # tests/test_slurm.py runs with the real PATH.
 _NO_SCONTROL = Path(__file__).resolve().parent / "bin_no_scontrol"
