@@ -30,11 +30,12 @@ def exact_table():
 
 def test_gaps_and_emergence_shift_known_answers():
     learned_probes = pd.DataFrame([{"tau": t, "factor": f, "accuracy": 0.5 + 0.5 * max(t - 0.25, 0.0)}
-                                   for f in FACTOR_NAMES for t in TAUS])
+                                   for f in FACTOR_NAMES for t in TAUS]).eval("ci_low = accuracy")
     # the learned MI is the exact I(Y_tau) - I(Y_0) minus 0.05 (a shift: same emergence time)
-    learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t - 0.05} for f in FACTOR_NAMES for t in TAUS])
+    learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t - 0.05, "se": 0.01, "n_levels": 4}
+                               for f in FACTOR_NAMES for t in TAUS])
     learned_fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.8 * (1 - t) + (0.2 if t == 0.5 else 0.0)}
-                                 for f in FACTOR_NAMES for t in TAUS])
+                                 for f in FACTOR_NAMES for t in TAUS]).eval("ci_low = entropy").eval("ci_high = entropy")
     g = agreement_table({"probes": learned_probes, "mutual_info": learned_mi, "forking": learned_fork},
                         exact_table(), 0.5).set_index(["measurement", "factor"])
     p = g.loc[("probes", "shape")]
@@ -51,6 +52,45 @@ def test_gaps_and_emergence_shift_known_answers():
     # only tau = .5 differs, by .2; exact falls .8 -> 0 (50% at .5); learned .8, .6, .6, .2, 0: 50% at .625
     assert f["max_abs_gap"] == pytest.approx(0.2) and f["mean_abs_gap"] == pytest.approx(0.04)
     assert f["tau_exact"] == pytest.approx(0.5) and f["tau_gap"] == pytest.approx(0.125)
+
+
+def test_agreement_criteria_known_answers():
+    """Each measurement's per-tau criterion on curves built to pass or fail it at known taus."""
+    probes, mi, fork = [], [], []
+    for f in FACTOR_NAMES:
+        for t in TAUS:
+            acc = 0.5 + 0.5 * t - 0.1                       # 0.1 below the Bayes accuracy...
+            if f == "shape" and t == 0.25:
+                acc += 0.15                                  # ...but 0.05 above it here, CI half-width 0.02
+            probes.append({"tau": t, "factor": f, "accuracy": acc, "ci_low": acc - 0.02, "ci_high": acc + 0.02})
+            levels = {"scale": 1}.get(f, 4)                  # one level: ceiling log 1 = 0
+            shift = {"wall_hue": 0.14, "object_hue": 0.16}.get(f, 0.0) if t == 0.75 else 0.0
+            mi.append({"tau": t, "factor": f, "mi": 0.5 * t + shift, "se": 0.01, "n_levels": levels})
+            ent = 0.8 * (1 - t)
+            half = 0.2 if f == "orientation" else 0.05
+            if f == "floor_hue" and t == 0.5:
+                ent += 0.1                                   # exact 0.4 outside [0.45, 0.55]
+            if f == "orientation" and t == 0.0:
+                ent -= 0.15                                  # inside the wide CI, but 0.15 off at tau = 0
+            fork.append({"tau": t, "factor": f, "entropy": ent, "ci_low": ent - half, "ci_high": ent + half})
+    g = agreement_table({"probes": pd.DataFrame(probes), "mutual_info": pd.DataFrame(mi),
+                         "forking": pd.DataFrame(fork)}, exact_table(), 0.5).set_index(["measurement", "factor"])
+    n = len(TAUS)
+    expected = {("probes", "shape"): n - 1, ("probes", "floor_hue"): n,
+                ("mutual_info", "floor_hue"): n, ("mutual_info", "wall_hue"): n,  # 0.14 <= max(0.15, 0.1 log 4)
+                ("mutual_info", "object_hue"): n - 1,                              # 0.16 > 0.15
+                ("mutual_info", "scale"): 1,               # above log 1 + 2 SE wherever the exact gain is > 0.02
+                ("forking", "floor_hue"): n - 1, ("forking", "orientation"): n - 1, ("forking", "shape"): n}
+    for key, count in expected.items():
+        assert g.loc[key, "taus_within"] == count, key
+        assert g.loc[key, "agrees"] == (count == n), key
+    assert set(g["criterion"]) >= {"CI low <= Bayes accuracy"}
+
+
+def test_agreement_criterion_names_a_missing_column():
+    learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t} for f in FACTOR_NAMES for t in TAUS])
+    with pytest.raises(KeyError, match=r"mutual_info table lacks column\(s\) \['se', 'n_levels'\]"):
+        agreement_table({"mutual_info": learned_mi}, exact_table())
 
 
 @pytest.fixture(scope="module")

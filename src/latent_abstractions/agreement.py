@@ -11,8 +11,15 @@ Each measurement is compared with the exact curve that measures the same thing (
 - forking: the entropy of K classified forks against the exact expected plug-in entropy of K labels drawn from
   p(factor | y), K the configured number of forks (the K -> infinity entropy is biased upwards against it).
 
-Per measurement x factor: the largest and the mean absolute gap over the taus both tables share, and the gap
-between the taus at which the two curves first cover ``threshold`` of their range (``emergence.crossing_tau``).
+Per measurement x factor: the largest and the mean absolute gap over the taus both tables share, the gap
+between the taus at which the two curves first cover ``threshold`` of their range (``emergence.crossing_tau``),
+and whether the learned curve meets its agreement criterion (``CRITERIA``) at every shared tau:
+
+- probes: the accuracy's CI does not lie above the Bayes accuracy (ci_low <= Bayes accuracy);
+- mutual_info: |learned - exact| <= max(0.15 nats, 10% of log(levels)), and the estimate is not above its
+  ceiling log(levels) by more than 2 standard errors;
+- forking: the exact expected entropy lies inside the learned curve's CI, and at the first tau (noise) the two
+  differ by at most 0.1.
 """
 
 from __future__ import annotations
@@ -29,6 +36,44 @@ REFERENCES = {
     "mutual_info": ("mi_gain", "agreement", "exact I(Y_tau; factor) - I(Y_0; factor)"),
     "forking": ("entropy_k", "agreement", "exact expected entropy of K forks' labels"),
 }
+
+#: measurement -> the per-tau criterion the ``agrees`` column checks (text written into the table)
+CRITERIA = {
+    "probes": "CI low <= Bayes accuracy",
+    "mutual_info": "|gap| <= max(0.15, 0.1 log L) and estimate <= log L + 2 SE",
+    "forking": "exact inside the 95% CI, and |gap| <= 0.1 at the first tau",
+}
+MI_TOLERANCE = (0.15, 0.1)      # nats, fraction of log(levels)
+FORK_FIRST_TAU_TOLERANCE = 0.1  # normalised entropy
+
+
+def _need(df: pd.DataFrame, name: str, cols: list[str]) -> None:
+    missing = [c for c in cols if c not in df]
+    if missing:
+        raise KeyError(f"the {name} table lacks column(s) {missing} needed for its agreement criterion")
+
+
+def within(name: str, m: pd.DataFrame, ref_col: str) -> np.ndarray:
+    """Per-tau booleans: does the learned row meet ``CRITERIA[name]`` against the exact value ``m[ref_col]``?
+
+    ``m`` holds the learned table's rows merged with the exact column, sorted by tau.
+    """
+    exact = m[ref_col].to_numpy()
+    if name == "probes":
+        _need(m, name, ["ci_low"])
+        return m["ci_low"].to_numpy() <= exact + 1e-9
+    if name == "mutual_info":
+        _need(m, name, ["mi", "se", "n_levels"])
+        log_l = np.log(np.maximum(m["n_levels"].to_numpy(dtype=float), 1.0))
+        tol = np.maximum(MI_TOLERANCE[0], MI_TOLERANCE[1] * log_l)
+        mi = m["mi"].to_numpy()
+        return (np.abs(mi - exact) <= tol + 1e-9) & (mi <= log_l + 2 * m["se"].to_numpy() + 1e-9)
+    if name == "forking":
+        _need(m, name, ["entropy", "ci_low", "ci_high"])
+        ok = (m["ci_low"].to_numpy() <= exact + 1e-9) & (exact <= m["ci_high"].to_numpy() + 1e-9)
+        ok[0] &= abs(float(m["entropy"].iloc[0]) - float(exact[0])) <= FORK_FIRST_TAU_TOLERANCE + 1e-9
+        return ok
+    raise ValueError(f"no agreement criterion for measurement {name!r}")
 
 
 def exact_reference(exact: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +95,8 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
 
     Returns:
         columns measurement, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap, mean_abs_gap,
-        mean_gap (exact - learned), tau_learned, tau_exact, tau_gap (learned - exact), threshold.
+        mean_gap (exact - learned), tau_learned, tau_exact, tau_gap (learned - exact), threshold,
+        criterion (``CRITERIA``), taus_within (how many taus meet it) and agrees (all of them do).
     """
     ref = exact_reference(exact)
     rows = []
@@ -58,17 +104,19 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
         col, rising = MEASUREMENTS[name]
         ref_col, kind, text = REFERENCES[name]
         for factor in FACTOR_NAMES:
-            a = df[df["factor"] == factor][["tau", col]].assign(key=lambda d: d["tau"].round(8))
+            a = df[df["factor"] == factor].assign(key=lambda d: d["tau"].round(8))
             b = ref[ref["factor"] == factor][["tau", ref_col]].assign(key=lambda d: d["tau"].round(8))
             m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
             if m.empty:
                 continue
             gap = m[ref_col].to_numpy() - m[col].to_numpy()
+            ok = within(name, m, ref_col)
             taus = m["tau"].to_numpy()
             t_learned = crossing_tau(taus, m[col].to_numpy(), threshold, rising)
             t_exact = crossing_tau(taus, m[ref_col].to_numpy(), threshold, rising)
             rows.append({"measurement": name, "factor": factor, "kind": kind, "reference": text, "n_taus": len(m),
                          "max_abs_gap": float(np.abs(gap).max()), "mean_abs_gap": float(np.abs(gap).mean()),
                          "mean_gap": float(gap.mean()), "tau_learned": t_learned, "tau_exact": t_exact,
-                         "tau_gap": t_learned - t_exact, "threshold": float(threshold)})
+                         "tau_gap": t_learned - t_exact, "threshold": float(threshold),
+                         "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all())})
     return pd.DataFrame(rows)

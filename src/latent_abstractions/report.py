@@ -91,15 +91,30 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
         parts.append(f"<p>Sensitivity: the training split alone (what the networks saw) changes the exact MI by at "
                      f"most {float((a - b).abs().max()):.3f} nats.</p>")
     g = gaps.assign(**{"measurement (vs)": gaps["measurement"] + " (" + gaps["kind"] + ")"})
-    g = g[["measurement (vs)", "factor", "max_abs_gap", "mean_abs_gap", "mean_gap", "tau_learned", "tau_exact",
-           "tau_gap"]]
+    cols = ["measurement (vs)", "factor", "max_abs_gap", "mean_abs_gap", "mean_gap", "tau_learned", "tau_exact",
+            "tau_gap"] + [c for c in ("taus_within", "agrees") if c in g]
+    g = g[cols]
     refs = "".join(f"<li><b>{html.escape(m)}</b> vs {html.escape(r)}</li>"
                    for m, r in gaps.groupby("measurement", sort=False)["reference"].first().items())
     parts += ["<h3>How far each learned curve is from the exact filter</h3>",
               f"<ul>{refs}</ul><p>Gaps are exact − learned over the shared τ grid; τ columns: first τ at "
               f"{int(gaps['threshold'].iloc[0] * 100) if len(gaps) else 50}% of each curve's range "
-              "(forking: of its fall), and their difference (learned − exact).</p>", _table(g)]
+              "(forking: of its fall), and their difference (learned − exact).</p>", *criteria_summary(gaps),
+              _table(g)]
     return parts
+
+
+def criteria_summary(gaps: pd.DataFrame) -> list[str]:
+    """The agreement criteria and, per measurement, which factors meet theirs at every τ ([] for old tables)."""
+    if "agrees" not in gaps:
+        return []
+    items = []
+    for name, d in gaps.groupby("measurement", sort=False):
+        passing = ", ".join(d.loc[d["agrees"].astype(bool), "factor"]) or "none"
+        items.append(f"<li><b>{html.escape(name)}</b> ({html.escape(d['criterion'].iloc[0])}): "
+                     f"{int(d['agrees'].sum())} of {len(d)} factors at every τ ({html.escape(passing)})</li>")
+    return ["<p>Agreement criteria, checked at each τ of the grid (taus_within: how many τ pass; agrees: all of "
+            f"them):</p><ul>{''.join(items)}</ul>"]
 
 
 def not_measurable_note(emergence: pd.DataFrame) -> str:
