@@ -35,7 +35,8 @@ def test_gaps_and_emergence_shift_known_answers():
     learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t - 0.05, "se": 0.01, "n_levels": 4}
                                for f in FACTOR_NAMES for t in TAUS])
     learned_fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.8 * (1 - t) + (0.2 if t == 0.5 else 0.0)}
-                                 for f in FACTOR_NAMES for t in TAUS]).eval("ci_low = entropy").eval("ci_high = entropy")
+                                 for f in FACTOR_NAMES for t in TAUS])
+    learned_fork = learned_fork.assign(ci_low=learned_fork["entropy"], ci_high=learned_fork["entropy"])
     g = agreement_table({"probes": learned_probes, "mutual_info": learned_mi, "forking": learned_fork},
                         exact_table(), 0.5).set_index(["measurement", "factor"])
     p = g.loc[("probes", "shape")]
@@ -52,6 +53,7 @@ def test_gaps_and_emergence_shift_known_answers():
     # only tau = .5 differs, by .2; exact falls .8 -> 0 (50% at .5); learned .8, .6, .6, .2, 0: 50% at .625
     assert f["max_abs_gap"] == pytest.approx(0.2) and f["mean_abs_gap"] == pytest.approx(0.04)
     assert f["tau_exact"] == pytest.approx(0.5) and f["tau_gap"] == pytest.approx(0.125)
+    assert f["first_tau_gap"] == pytest.approx(0.0) and m["first_tau_gap"] == pytest.approx(0.05)
 
 
 def test_agreement_criteria_known_answers():

@@ -95,8 +95,9 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
 
     Returns:
         columns measurement, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap, mean_abs_gap,
-        mean_gap (exact - learned), tau_learned, tau_exact, tau_gap (learned - exact), threshold,
-        criterion (``CRITERIA``), taus_within (how many taus meet it) and agrees (all of them do).
+        mean_gap (exact - learned), first_tau_gap (the gap at the first shared tau), tau_learned, tau_exact,
+        tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet it) and
+        agrees (all of them do).
     """
     ref = exact_reference(exact)
     rows = []
@@ -116,7 +117,7 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
             t_exact = crossing_tau(taus, m[ref_col].to_numpy(), threshold, rising)
             rows.append({"measurement": name, "factor": factor, "kind": kind, "reference": text, "n_taus": len(m),
                          "max_abs_gap": float(np.abs(gap).max()), "mean_abs_gap": float(np.abs(gap).mean()),
-                         "mean_gap": float(gap.mean()), "tau_learned": t_learned, "tau_exact": t_exact,
-                         "tau_gap": t_learned - t_exact, "threshold": float(threshold),
+                         "mean_gap": float(gap.mean()), "first_tau_gap": float(gap[0]), "tau_learned": t_learned,
+                         "tau_exact": t_exact, "tau_gap": t_learned - t_exact, "threshold": float(threshold),
                          "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all())})
     return pd.DataFrame(rows)

@@ -91,9 +91,9 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
         parts.append(f"<p>Sensitivity: the training split alone (what the networks saw) changes the exact MI by at "
                      f"most {float((a - b).abs().max()):.3f} nats.</p>")
     g = gaps.assign(**{"measurement (vs)": gaps["measurement"] + " (" + gaps["kind"] + ")"})
-    cols = ["measurement (vs)", "factor", "max_abs_gap", "mean_abs_gap", "mean_gap", "tau_learned", "tau_exact",
-            "tau_gap"] + [c for c in ("taus_within", "agrees") if c in g]
-    g = g[cols]
+    cols = ["measurement (vs)", "factor", "max_abs_gap", "mean_abs_gap", "mean_gap", "first_tau_gap", "tau_learned",
+            "tau_exact", "tau_gap", "taus_within", "agrees"]
+    g = g[[c for c in cols if c in g]]
     refs = "".join(f"<li><b>{html.escape(m)}</b> vs {html.escape(r)}</li>"
                    for m, r in gaps.groupby("measurement", sort=False)["reference"].first().items())
     parts += ["<h3>How far each learned curve is from the exact filter</h3>",
