@@ -154,3 +154,19 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
     d = exact[(exact["mixture"] == "all") & (exact["factor"] == "floor_hue")].sort_values("tau")
     np.testing.assert_allclose(captured["lines"][0].get_ydata(), d["mi"] - d["mi_at_noise"])
     assert (tmp_path / "mi.png").exists()
+
+
+def test_report_counts_agreeing_factors_and_leaves_out_one_level_ones():
+    from latent_abstractions.report import criteria_summary
+
+    gaps = pd.DataFrame([
+        {"measurement": "forking", "factor": "floor_hue", "criterion": "c", "agrees": True, "n_levels": 4},
+        {"measurement": "forking", "factor": "wall_hue", "criterion": "c", "agrees": False, "n_levels": 4},
+        {"measurement": "forking", "factor": "orientation", "criterion": "c", "agrees": True, "n_levels": 1},
+        {"measurement": "mutual_info", "factor": "floor_hue", "criterion": "d", "agrees": False, "n_levels": 4},
+    ])
+    text = "".join(criteria_summary(gaps))
+    assert "<b>forking</b> (c): 1 of 2 factors at every τ (floor_hue)" in text
+    assert "<b>mutual_info</b> (d): 0 of 1 factors at every τ (none)" in text
+    assert "not counted: orientation" in text
+    assert criteria_summary(gaps.drop(columns=["agrees"])) == []

@@ -96,8 +96,8 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
     Returns:
         columns measurement, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap, mean_abs_gap,
         mean_gap (exact - learned), first_tau_gap (the gap at the first shared tau), tau_learned, tau_exact,
-        tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet it) and
-        agrees (all of them do).
+        tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet it),
+        agrees (all of them do) and n_levels (the factor's levels in the data; -1 when the table does not say).
     """
     ref = exact_reference(exact)
     rows = []
@@ -119,5 +119,6 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
                          "max_abs_gap": float(np.abs(gap).max()), "mean_abs_gap": float(np.abs(gap).mean()),
                          "mean_gap": float(gap.mean()), "first_tau_gap": float(gap[0]), "tau_learned": t_learned,
                          "tau_exact": t_exact, "tau_gap": t_learned - t_exact, "threshold": float(threshold),
-                         "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all())})
+                         "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all()),
+                         "n_levels": int(m["n_levels"].iloc[0]) if "n_levels" in m else -1})
     return pd.DataFrame(rows)

@@ -108,13 +108,17 @@ def criteria_summary(gaps: pd.DataFrame) -> list[str]:
     """The agreement criteria and, per measurement, which factors meet theirs at every τ ([] for old tables)."""
     if "agrees" not in gaps:
         return []
+    constant = gaps["n_levels"] == 1 if "n_levels" in gaps else pd.Series(False, index=gaps.index)
     items = []
-    for name, d in gaps.groupby("measurement", sort=False):
+    for name, d in gaps[~constant].groupby("measurement", sort=False):
         passing = ", ".join(d.loc[d["agrees"].astype(bool), "factor"]) or "none"
         items.append(f"<li><b>{html.escape(name)}</b> ({html.escape(d['criterion'].iloc[0])}): "
                      f"{int(d['agrees'].sum())} of {len(d)} factors at every τ ({html.escape(passing)})</li>")
+    skipped = sorted(set(gaps.loc[constant, "factor"]))
+    note = (f" Factors with one level (nothing to learn, agreement trivial) not counted: {', '.join(skipped)}."
+            if skipped else "")
     return ["<p>Agreement criteria, checked at each τ of the grid (taus_within: how many τ pass; agrees: all of "
-            f"them):</p><ul>{''.join(items)}</ul>"]
+            f"them).{html.escape(note)}</p><ul>{''.join(items)}</ul>"]
 
 
 def not_measurable_note(emergence: pd.DataFrame) -> str:
