@@ -156,17 +156,19 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
     assert (tmp_path / "mi.png").exists()
 
 
-def test_report_counts_agreeing_factors_and_leaves_out_one_level_ones():
+def test_report_counts_agreeing_factors_and_leaves_out_unmeasurable_ones():
     from latent_abstractions.report import criteria_summary
 
     gaps = pd.DataFrame([
-        {"measurement": "forking", "factor": "floor_hue", "criterion": "c", "agrees": True, "n_levels": 4},
-        {"measurement": "forking", "factor": "wall_hue", "criterion": "c", "agrees": False, "n_levels": 4},
-        {"measurement": "forking", "factor": "orientation", "criterion": "c", "agrees": True, "n_levels": 1},
-        {"measurement": "mutual_info", "factor": "floor_hue", "criterion": "d", "agrees": False, "n_levels": 4},
+        {"measurement": "forking", "factor": "floor_hue", "criterion": "c", "agrees": True},
+        {"measurement": "forking", "factor": "wall_hue", "criterion": "c", "agrees": False},
+        {"measurement": "forking", "factor": "orientation", "criterion": "c", "agrees": True},
+        {"measurement": "mutual_info", "factor": "floor_hue", "criterion": "d", "agrees": False},
     ])
-    text = "".join(criteria_summary(gaps))
+    emergence = pd.DataFrame({"factor": ["floor_hue", "wall_hue", "orientation"], "measurable": [True, True, False]})
+    text = "".join(criteria_summary(gaps, emergence))
     assert "<b>forking</b> (c): 1 of 2 factors at every τ (floor_hue)" in text
     assert "<b>mutual_info</b> (d): 0 of 1 factors at every τ (none)" in text
     assert "not counted: orientation" in text
-    assert criteria_summary(gaps.drop(columns=["agrees"])) == []
+    assert "2 of 3" in "".join(criteria_summary(gaps, emergence.drop(columns=["measurable"])))
+    assert criteria_summary(gaps.drop(columns=["agrees"]), emergence) == []

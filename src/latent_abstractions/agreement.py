@@ -53,25 +53,24 @@ def _need(df: pd.DataFrame, name: str, cols: list[str]) -> None:
         raise KeyError(f"the {name} table lacks column(s) {missing} needed for its agreement criterion")
 
 
-def within(name: str, m: pd.DataFrame, ref_col: str) -> np.ndarray:
-    """Per-tau booleans: does the learned row meet ``CRITERIA[name]`` against the exact value ``m[ref_col]``?
+def within(name: str, m: pd.DataFrame, exact: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """Per-tau booleans: does the learned curve meet ``CRITERIA[name]``?
 
-    ``m`` holds the learned table's rows merged with the exact column, sorted by tau.
+    ``m`` holds the learned table's rows (sorted by tau), ``exact`` the reference at the same taus and ``gap``
+    exact - learned.
     """
-    exact = m[ref_col].to_numpy()
     if name == "probes":
         _need(m, name, ["ci_low"])
         return m["ci_low"].to_numpy() <= exact + 1e-9
     if name == "mutual_info":
-        _need(m, name, ["mi", "se", "n_levels"])
+        _need(m, name, ["se", "n_levels"])
         log_l = np.log(np.maximum(m["n_levels"].to_numpy(dtype=float), 1.0))
         tol = np.maximum(MI_TOLERANCE[0], MI_TOLERANCE[1] * log_l)
-        mi = m["mi"].to_numpy()
-        return (np.abs(mi - exact) <= tol + 1e-9) & (mi <= log_l + 2 * m["se"].to_numpy() + 1e-9)
+        return (np.abs(gap) <= tol + 1e-9) & (m["mi"].to_numpy() <= log_l + 2 * m["se"].to_numpy() + 1e-9)
     if name == "forking":
-        _need(m, name, ["entropy", "ci_low", "ci_high"])
+        _need(m, name, ["ci_low", "ci_high"])
         ok = (m["ci_low"].to_numpy() <= exact + 1e-9) & (exact <= m["ci_high"].to_numpy() + 1e-9)
-        ok[0] &= abs(float(m["entropy"].iloc[0]) - float(exact[0])) <= FORK_FIRST_TAU_TOLERANCE + 1e-9
+        ok[0] &= abs(gap[0]) <= FORK_FIRST_TAU_TOLERANCE + 1e-9
         return ok
     raise ValueError(f"no agreement criterion for measurement {name!r}")
 
@@ -96,8 +95,8 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
     Returns:
         columns measurement, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap, mean_abs_gap,
         mean_gap (exact - learned), first_tau_gap (the gap at the first shared tau), tau_learned, tau_exact,
-        tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet it),
-        agrees (all of them do) and n_levels (the factor's levels in the data; -1 when the table does not say).
+        tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet it) and
+        agrees (all of them do).
     """
     ref = exact_reference(exact)
     rows = []
@@ -110,15 +109,15 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
             m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
             if m.empty:
                 continue
-            gap = m[ref_col].to_numpy() - m[col].to_numpy()
-            ok = within(name, m, ref_col)
+            exact_curve = m[ref_col].to_numpy()
+            gap = exact_curve - m[col].to_numpy()
+            ok = within(name, m, exact_curve, gap)
             taus = m["tau"].to_numpy()
             t_learned = crossing_tau(taus, m[col].to_numpy(), threshold, rising)
-            t_exact = crossing_tau(taus, m[ref_col].to_numpy(), threshold, rising)
+            t_exact = crossing_tau(taus, exact_curve, threshold, rising)
             rows.append({"measurement": name, "factor": factor, "kind": kind, "reference": text, "n_taus": len(m),
                          "max_abs_gap": float(np.abs(gap).max()), "mean_abs_gap": float(np.abs(gap).mean()),
                          "mean_gap": float(gap.mean()), "first_tau_gap": float(gap[0]), "tau_learned": t_learned,
                          "tau_exact": t_exact, "tau_gap": t_learned - t_exact, "threshold": float(threshold),
-                         "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all()),
-                         "n_levels": int(m["n_levels"].iloc[0]) if "n_levels" in m else -1})
+                         "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all())})
     return pd.DataFrame(rows)

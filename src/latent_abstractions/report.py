@@ -99,33 +99,37 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
     parts += ["<h3>How far each learned curve is from the exact filter</h3>",
               f"<ul>{refs}</ul><p>Gaps are exact − learned over the shared τ grid; τ columns: first τ at "
               f"{int(gaps['threshold'].iloc[0] * 100) if len(gaps) else 50}% of each curve's range "
-              "(forking: of its fall), and their difference (learned − exact).</p>", *criteria_summary(gaps),
+              "(forking: of its fall), and their difference (learned − exact).</p>", *criteria_summary(gaps, emergence),
               _table(g)]
     return parts
 
 
-def criteria_summary(gaps: pd.DataFrame) -> list[str]:
-    """The agreement criteria and, per measurement, which factors meet theirs at every τ ([] for old tables)."""
+def criteria_summary(gaps: pd.DataFrame, emergence: pd.DataFrame) -> list[str]:
+    """The agreement criteria and, per measurement, which measurable factors meet theirs at every τ ([] for old
+    tables). Factors the emergence table marks not measurable agree trivially and are not counted."""
     if "agrees" not in gaps:
         return []
-    constant = gaps["n_levels"] == 1 if "n_levels" in gaps else pd.Series(False, index=gaps.index)
+    skipped = not_measurable_factors(emergence)
     items = []
-    for name, d in gaps[~constant].groupby("measurement", sort=False):
+    for name, d in gaps[~gaps["factor"].isin(skipped)].groupby("measurement", sort=False):
         passing = ", ".join(d.loc[d["agrees"].astype(bool), "factor"]) or "none"
         items.append(f"<li><b>{html.escape(name)}</b> ({html.escape(d['criterion'].iloc[0])}): "
                      f"{int(d['agrees'].sum())} of {len(d)} factors at every τ ({html.escape(passing)})</li>")
-    skipped = sorted(set(gaps.loc[constant, "factor"]))
-    note = (f" Factors with one level (nothing to learn, agreement trivial) not counted: {', '.join(skipped)}."
-            if skipped else "")
+    note = f" Not measurable, so not counted: {', '.join(skipped)}." if skipped else ""
     return ["<p>Agreement criteria, checked at each τ of the grid (taus_within: how many τ pass; agrees: all of "
             f"them).{html.escape(note)}</p><ul>{''.join(items)}</ul>"]
 
 
+def not_measurable_factors(emergence: pd.DataFrame) -> list[str]:
+    """The factors the emergence table marks not measurable (constant in the data), sorted."""
+    if "measurable" not in emergence:
+        return []
+    return sorted(set(emergence.loc[~emergence["measurable"].astype(bool), "factor"]))
+
+
 def not_measurable_note(emergence: pd.DataFrame) -> str:
     """A sentence naming the factors constant in the data (excluded from orders and agreement), or ''."""
-    if "measurable" not in emergence:
-        return ""
-    names = sorted(set(emergence.loc[~emergence["measurable"].astype(bool), "factor"]))
+    names = not_measurable_factors(emergence)
     if not names:
         return ""
     return (f'<p class="note"><b>Not measurable:</b> {html.escape(", ".join(names))} — a single level in the '
