@@ -20,9 +20,12 @@ TAUS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 def exact_table():
     rows = []
     for f in FACTOR_NAMES:
+        half = 0.2 if f == "orientation" else 0.05          # the K-fork reference's 95% range: +- half, [0, 0] at 0
         for t in TAUS:
+            ek = 0.8 * (1 - t)
             rows.append({"mixture": "all", "tau": t, "factor": f, "mi": 0.1 + 0.5 * t, "mi_at_noise": 0.1,
-                         "mi_se": 0.01, "bayes_accuracy": 0.5 + 0.5 * t, "entropy_k": 0.8 * (1 - t),
+                         "mi_se": 0.01, "bayes_accuracy": 0.5 + 0.5 * t, "entropy_k": ek,
+                         "entropy_k_low": max(ek - half, 0.0), "entropy_k_high": ek + half if ek > 0 else 0.0,
                          "entropy": 1 - t})
     # a second mixture that must be ignored
     return pd.concat([pd.DataFrame(rows), pd.DataFrame(rows).assign(mixture="train", mi=9.0)])
@@ -69,12 +72,13 @@ def test_agreement_criteria_known_answers():
             shift = {"wall_hue": 0.14, "object_hue": 0.16}.get(f, 0.0) if t == 0.75 else 0.0
             mi.append({"tau": t, "factor": f, "mi": 0.5 * t + shift, "se": 0.01, "n_levels": levels})
             ent = 0.8 * (1 - t)
-            half = 0.2 if f == "orientation" else 0.05
             if f == "floor_hue" and t == 0.5:
-                ent += 0.1                                   # exact 0.4 outside [0.45, 0.55]
+                ent += 0.1                                   # 0.5 outside the reference's range [0.35, 0.45]
             if f == "orientation" and t == 0.0:
-                ent -= 0.15                                  # inside the wide CI, but 0.15 off at tau = 0
-            fork.append({"tau": t, "factor": f, "entropy": ent, "ci_low": ent - half, "ci_high": ent + half})
+                ent -= 0.15                                  # inside its wide range [0.6, 1.0], but 0.15 off at tau = 0
+            if f == "wall_hue" and t == 1.0:
+                ent += 0.03                                  # where every exact fork agrees the range is [0, 0]
+            fork.append({"tau": t, "factor": f, "entropy": ent, "ci_low": ent - 0.3, "ci_high": ent + 0.3})
     g = agreement_table({"probes": pd.DataFrame(probes), "mutual_info": pd.DataFrame(mi),
                          "forking": pd.DataFrame(fork)}, exact_table(), 0.5).set_index(["measurement", "factor"])
     n = len(TAUS)
@@ -82,7 +86,8 @@ def test_agreement_criteria_known_answers():
                 ("mutual_info", "floor_hue"): n, ("mutual_info", "wall_hue"): n,  # 0.14 <= max(0.15, 0.1 log 4)
                 ("mutual_info", "object_hue"): n - 1,                              # 0.16 > 0.15
                 ("mutual_info", "scale"): 1,               # above log 1 + 2 SE wherever the exact gain is > 0.02
-                ("forking", "floor_hue"): n - 1, ("forking", "orientation"): n - 1, ("forking", "shape"): n}
+                ("forking", "floor_hue"): n - 1, ("forking", "orientation"): n - 1, ("forking", "shape"): n,
+                ("forking", "wall_hue"): n - 1}  # the learned CIs (+- 0.3, covering the exact) do not enter
     for key, count in expected.items():
         assert g.loc[key, "taus_within"] == count, key
         assert g.loc[key, "agrees"] == (count == n), key
@@ -93,6 +98,10 @@ def test_agreement_criterion_names_a_missing_column():
     learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t} for f in FACTOR_NAMES for t in TAUS])
     with pytest.raises(KeyError, match=r"mutual_info table lacks column\(s\) \['se', 'n_levels'\]"):
         agreement_table({"mutual_info": learned_mi}, exact_table())
+    fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.5} for f in FACTOR_NAMES for t in TAUS])
+    with pytest.raises(KeyError, match=r"exact_filter table lacks column\(s\) \['entropy_k_low'\] needed for the "
+                                       r"forking agreement criterion"):
+        agreement_table({"forking": fork}, exact_table().drop(columns="entropy_k_low"))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +113,7 @@ def small_run(tmp_path_factory):
     from latent_abstractions.stages.exact_filter import exact_filter
 
     df = exact_filter(str(d / "s.h5"), str(d / "split.parquet"), str(d / "hparams.json"), str(d / "exact.parquet"),
-                      taus=[0.0, 0.5, 1.0], n_samples=256, n_forks=4, mixtures=["all", "train"], chunk_size=7,
+                      taus=[0.0, 0.5, 1.0], n_samples=256, n_forks=4, n_base=5, mixtures=["all", "train"], chunk_size=7,
                       seed=0, device=torch.device("cpu"))
     return d, df
 
@@ -154,6 +163,43 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
     d = exact[(exact["mixture"] == "all") & (exact["factor"] == "floor_hue")].sort_values("tau")
     np.testing.assert_allclose(captured["lines"][0].get_ydata(), d["mi"] - d["mi_at_noise"])
     assert (tmp_path / "mi.png").exists()
+
+
+def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
+    from latent_abstractions import plotting
+
+    _, exact = small_run
+    taus = sorted(exact["tau"].unique())
+    mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.3 * t, "se": 0.01, "ceiling": math.log(2), "n_levels": 2}
+                       for f in FACTOR_NAMES for t in taus])
+    fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.5 * (1 - t), "ci_low": 0.4 * (1 - t),
+                          "ci_high": 0.6 * (1 - t)} for f in FACTOR_NAMES for t in taus])
+    gaps = agreement_table({"mutual_info": mi, "forking": fork}, exact)
+    captured = {}
+    real_save = plotting.save
+
+    def keep(fig, path):
+        captured["axes"] = fig.axes
+        real_save(fig, path)
+
+    plotting.save = keep
+    try:
+        plotting.plot_agreement(mi, fork, exact, gaps, tmp_path / "agreement.pdf")
+    finally:
+        plotting.save = real_save
+    axes = captured["axes"]
+    assert len(axes) == 2 * len(FACTOR_NAMES) and (tmp_path / "agreement.png").exists()
+    e = exact[(exact["mixture"] == "all") & (exact["factor"] == "shape")].sort_values("tau")
+    top, bottom = axes[FACTOR_NAMES.index("shape")], axes[len(FACTOR_NAMES) + FACTOR_NAMES.index("shape")]
+    # the grey band is the first collection: MI +- max(0.15, 0.1 log 2) = 0.15; forking the simulated 95% range
+    top_band = top.collections[0].get_paths()[0].vertices[:, 1]
+    gain = (e["mi"] - e["mi_at_noise"]).to_numpy()
+    assert top_band.max() == pytest.approx(gain.max() + 0.15) and top_band.min() == pytest.approx(gain.min() - 0.15)
+    low_high = bottom.collections[0].get_paths()[0].vertices[:, 1]
+    assert low_high.max() == pytest.approx(e["entropy_k_high"].max())
+    assert low_high.min() == pytest.approx(e["entropy_k_low"].min())
+    row = gaps.set_index(["measurement", "factor"]).loc[("forking", "shape")]
+    assert f"{row['taus_within']} of {row['n_taus']} τ within" in bottom.get_title()
 
 
 def test_report_counts_agreeing_factors_and_leaves_out_unmeasurable_ones():

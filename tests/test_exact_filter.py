@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from latent_abstractions.exact_filter import (entropy, exact_score_fn, expected_plugin_entropy, filter_curves,
-                                              level_codes, level_posteriors)
+                                              level_codes, level_posteriors, plugin_entropy_band)
 from latent_abstractions.forking import fork_labels, path_grid
 from latent_abstractions.mutual_info import mi_curves
 from latent_abstractions.render import GridSpec, iter_grid_images
@@ -108,6 +108,48 @@ def test_expected_plugin_entropy_matches_multinomial_enumeration():
         assert expected_plugin_entropy(p, k) == pytest.approx(total, abs=1e-12)
     # many draws: the plug-in entropy tends to the entropy (bias ~ (L - 1) / (2K))
     assert expected_plugin_entropy(p, 4000) == pytest.approx(float(entropy(p)) - 2 / 8000, abs=1e-4)
+
+
+def plugin_entropy_law(p: np.ndarray, k: int) -> dict[float, float]:
+    """The exact law of the plug-in entropy of k i.i.d. draws from p, by enumerating every sequence of draws."""
+    law: dict[float, float] = {}
+    for draws in itertools.product(range(len(p)), repeat=k):
+        h = round(float(entropy(np.bincount(draws, minlength=len(p)) / k)), 12)
+        law[h] = law.get(h, 0.0) + float(np.prod(p[list(draws)]))
+    return dict(sorted(law.items()))
+
+
+def test_plugin_entropy_band_one_base_is_the_exact_laws_quantiles():
+    """n_base = 1: the band is a pair of quantiles of the enumerated law (a mixture over the query states)."""
+    p = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])[:, None, :]          # two query states, one noise level
+    k, level = 4, 0.4                                                   # the 0.3 and 0.7 quantiles
+    law: dict[float, float] = {}
+    for q in range(2):
+        for h, w in plugin_entropy_law(p[q, 0], k).items():
+            law[h] = law.get(h, 0.0) + w / 2
+    atoms, cdf = np.array(sorted(law)), np.cumsum([law[h] for h in sorted(law)])
+    qs = [(1 - level) / 2, (1 + level) / 2]
+    expected = [atoms[np.searchsorted(cdf, q - 1e-12)] for q in qs]
+    assert np.min(np.abs(cdf[:, None] - qs)) > 0.05                  # no atom's CDF near a quantile: MC-stable
+    low, high = plugin_entropy_band(p, k, 1, n_sim=40_000, rng=np.random.default_rng(0), level=level)
+    assert (low[0], high[0]) == pytest.approx(expected, abs=1e-12)
+    assert 0 < expected[0] < expected[1] < max(atoms)                  # interior quantiles, not the law's ends
+
+
+def test_plugin_entropy_band_many_bases_is_the_normal_range_of_the_mean():
+    """Many bases: the mean is ~ normal with the enumerated law's mean and sd / sqrt(n_base)."""
+    p = np.array([[0.6, 0.3, 0.1]])[:, None, :]
+    k, n_base = 3, 400
+    law = plugin_entropy_law(p[0, 0], k)
+    mean = sum(h * w for h, w in law.items())
+    sd = math.sqrt(sum((h - mean) ** 2 * w for h, w in law.items()) / n_base)
+    assert mean == pytest.approx(expected_plugin_entropy(p[0, 0], k), abs=1e-12)
+    low, high = plugin_entropy_band(p, k, n_base, n_sim=4000, rng=np.random.default_rng(1))
+    assert low[0] == pytest.approx(mean - 1.96 * sd, abs=0.15 * sd)
+    assert high[0] == pytest.approx(mean + 1.96 * sd, abs=0.15 * sd)
+    # decided states: every fork agrees, so the measurement is exactly 0
+    low, high = plugin_entropy_band(np.eye(3)[:, None, :], k, 12, n_sim=500, rng=np.random.default_rng(2))
+    assert low[0] == high[0] == 0.0
 
 
 def test_exact_score_is_the_gradient_of_the_log_density(grid):

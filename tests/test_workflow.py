@@ -88,11 +88,12 @@ MEASUREMENT_RULES = {"extract_features", "fit_linear_probes", "estimate_mutual_i
 @pytest.mark.parametrize("patch, expected", [
     # the sample count feeds only the sample rule; forking takes the sampler's method and snr, not n_samples
     ("sampling: {n_samples: 5}", {"sample_images", "plot_samples_forks", "make_report", "all"}),
-    ("probes: {C: 0.5}", {"fit_linear_probes", "plot_probes", "make_emergence_table", "make_report", "all"}),
+    ("probes: {C: 0.5}", {"fit_linear_probes", "plot_probes", "make_emergence_table", "plot_agreement", "make_report",
+                          "all"}),
     # label dropout is the conditional model's only: the unconditional model and its dependents stay
     ("score_model: {label_dropout: 0.5}", {"train_score_model", "sample_images", "estimate_mutual_information",
                                            "plot_mutual_info", "plot_training_loss", "make_emergence_table",
-                                           "make_report", "all"}),
+                                           "plot_agreement", "make_report", "all"}),
 ])
 def test_a_config_change_reruns_exactly_the_rules_that_use_it(tiny_run, patch, expected):
     (tiny_run / "patch.yaml").write_text(patch + "\n")

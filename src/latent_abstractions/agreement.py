@@ -18,8 +18,9 @@ and whether the learned curve meets its agreement criterion (``CRITERIA``) at ev
 - probes: the accuracy's CI does not lie above the Bayes accuracy (ci_low <= Bayes accuracy);
 - mutual_info: |learned - exact| <= max(0.15 nats, 10% of log(levels)), and the estimate is not above its
   ceiling log(levels) by more than 2 standard errors;
-- forking: the exact expected entropy lies inside the learned curve's CI, and at the first tau (noise) the two
-  differ by at most 0.1.
+- forking: the learned curve lies inside the exact reference's 95% range (``entropy_k_low`` ..
+  ``entropy_k_high``: where the same measurement, n_base paths of K forks, lands on the exact law 95% of the time;
+  exact_filter.plugin_entropy_band), and at the first tau (noise) the two differ by at most 0.1.
 """
 
 from __future__ import annotations
@@ -41,23 +42,26 @@ REFERENCES = {
 CRITERIA = {
     "probes": "CI low <= Bayes accuracy",
     "mutual_info": "|gap| <= max(0.15, 0.1 log L) and estimate <= log L + 2 SE",
-    "forking": "exact inside the 95% CI, and |gap| <= 0.1 at the first tau",
+    "forking": "inside the exact reference's 95% range for the same bases and forks, and |gap| <= 0.1 at the "
+               "first tau",
 }
+#: measurement -> further exact columns its criterion reads
+CRITERION_EXACT_COLUMNS = {"forking": ["entropy_k_low", "entropy_k_high"]}
 MI_TOLERANCE = (0.15, 0.1)      # nats, fraction of log(levels)
 FORK_FIRST_TAU_TOLERANCE = 0.1  # normalised entropy
 
 
-def _need(df: pd.DataFrame, name: str, cols: list[str]) -> None:
+def _need(df: pd.DataFrame, name: str, cols: list[str], what: str = "its agreement criterion") -> None:
     missing = [c for c in cols if c not in df]
     if missing:
-        raise KeyError(f"the {name} table lacks column(s) {missing} needed for its agreement criterion")
+        raise KeyError(f"the {name} table lacks column(s) {missing} needed for {what}")
 
 
 def within(name: str, m: pd.DataFrame, exact: np.ndarray, gap: np.ndarray) -> np.ndarray:
     """Per-tau booleans: does the learned curve meet ``CRITERIA[name]``?
 
-    ``m`` holds the learned table's rows (sorted by tau), ``exact`` the reference at the same taus and ``gap``
-    exact - learned.
+    ``m`` holds the learned table's rows (sorted by tau) with the exact columns of ``CRITERION_EXACT_COLUMNS``,
+    ``exact`` the reference at the same taus and ``gap`` exact - learned.
     """
     if name == "probes":
         _need(m, name, ["ci_low"])
@@ -68,8 +72,9 @@ def within(name: str, m: pd.DataFrame, exact: np.ndarray, gap: np.ndarray) -> np
         tol = np.maximum(MI_TOLERANCE[0], MI_TOLERANCE[1] * log_l)
         return (np.abs(gap) <= tol + 1e-9) & (m["mi"].to_numpy() <= log_l + 2 * m["se"].to_numpy() + 1e-9)
     if name == "forking":
-        _need(m, name, ["ci_low", "ci_high"])
-        ok = (m["ci_low"].to_numpy() <= exact + 1e-9) & (exact <= m["ci_high"].to_numpy() + 1e-9)
+        _need(m, name, ["entropy"] + CRITERION_EXACT_COLUMNS[name])
+        learned = m["entropy"].to_numpy()
+        ok = (m["entropy_k_low"].to_numpy() <= learned + 1e-9) & (learned <= m["entropy_k_high"].to_numpy() + 1e-9)
         ok[0] &= abs(gap[0]) <= FORK_FIRST_TAU_TOLERANCE + 1e-9
         return ok
     raise ValueError(f"no agreement criterion for measurement {name!r}")
@@ -105,7 +110,9 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
         ref_col, kind, text = REFERENCES[name]
         for factor in FACTOR_NAMES:
             a = df[df["factor"] == factor].assign(key=lambda d: d["tau"].round(8))
-            b = ref[ref["factor"] == factor][["tau", ref_col]].assign(key=lambda d: d["tau"].round(8))
+            extra = CRITERION_EXACT_COLUMNS.get(name, [])
+            _need(ref, "exact_filter", extra, f"the {name} agreement criterion")
+            b = ref[ref["factor"] == factor][["tau", ref_col, *extra]].assign(key=lambda d: d["tau"].round(8))
             m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
             if m.empty:
                 continue

@@ -27,6 +27,10 @@ factor k has level l (taken from the labels, never from the file's order). From 
   law is p(phi_k | y): the normalised entropy E_y H(phi_k | y) / log L_k is the forking curve for infinitely many
   forks, and the expected normalised plug-in entropy of K labels drawn from p(phi_k | y) the reference for K
   forks. By linearity, E[-sum_l (c_l/K) log(c_l/K)] only needs the marginals c_l ~ Binomial(K, p_l).
+  The measurement averages that plug-in entropy over n_base base paths, so even a perfect model's curve scatters
+  about the reference; :func:`plugin_entropy_band` simulates the measurement on the exact law (n_base states y
+  drawn from p_tau, K labels from p(phi_k | y) each) and gives the central 95% range of its mean: the reference's
+  CI, inside which a learned curve that follows the exact filter lies.
 - Bayes accuracy. E_y max_l p(phi_k = l | y): no classifier on any features of Y_tau does better (the ceiling
   of every linear probe).
 - Exact scores. grad_y log p_tau(y) = (E_pi[x] - y) / sigma^2, and the score conditional on phi_k = l is the same
@@ -169,21 +173,56 @@ def expected_plugin_entropy(p: np.ndarray, k: int) -> np.ndarray:
     return -(np.exp(logpmf) * f).sum(axis=(-1, -2))
 
 
-def filter_curves(probs: list[np.ndarray], marginals: list[np.ndarray], n_forks: int) -> dict[str, np.ndarray]:
+def plugin_entropy_band(p: np.ndarray, k: int, n_base: int, *, n_sim: int, rng: np.random.Generator,
+                        level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``level`` range of the forking measurement on the exact law, per noise level.
+
+    The measurement is the mean over ``n_base`` base states of the plug-in entropy (nats) of ``k`` labels drawn from
+    p(phi | y). Here the states are drawn uniformly from the Q query states of ``p`` (draws from p_tau) and the
+    labels from their rows, ``n_sim`` times; the range is the (1 - level)/2 and (1 + level)/2 quantiles of the
+    simulated means, taken on the empirical CDF (the mean is discrete: at a tau where every base is decided the
+    range is [0, 0], which a learned curve meets only when all its forks agree).
+
+    Args:
+        p: (Q, T, L) level probabilities p(phi = l | y_q) at T noise levels.
+        k: forks per base state; n_base: base states per measurement.
+    Returns:
+        (low, high), each (T,) nats.
+    """
+    if k < 1 or n_base < 1 or n_sim < 1:
+        raise ValueError(f"k, n_base and n_sim must be >= 1, got {k}, {n_base}, {n_sim}")
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
+    p = p / p.sum(-1, keepdims=True)
+    n_q, n_t, _ = p.shape
+    low, high = np.empty(n_t), np.empty(n_t)
+    for t in range(n_t):
+        counts = rng.multinomial(k, p[rng.integers(0, n_q, size=(n_sim, n_base)), t])    # (n_sim, n_base, L)
+        means = entropy(counts / k).mean(axis=1)
+        low[t], high[t] = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    return low, high
+
+
+def filter_curves(probs: list[np.ndarray], marginals: list[np.ndarray], n_forks: int, n_base: int | None = None,
+                  *, n_sim: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
     """Summaries over queries of the level posteriors of :func:`level_posteriors`.
 
     Args:
         probs: per factor (Q, T, L_k) level probabilities p(phi_k | y_q) at each of T noise levels.
         marginals: per factor (L_k,) level frequencies in the mixture (the prior of phi_k).
         n_forks: K for the finite-K forking reference.
+        n_base: base paths of the forking measurement, for the reference's 95% range (NaN when None).
+        n_sim, seed: simulated measurements and the seed of :func:`plugin_entropy_band`.
 
     Returns:
         dict of (T, F) arrays: ``mi`` (nats), ``mi_se`` (standard error over queries), ``entropy``
         (E H(phi|y) / log L_k: forking with K -> infinity), ``entropy_k`` (expected normalised plug-in entropy of
-        K draws), ``bayes_accuracy`` (E max_l p), and ``ceiling`` (H(phi_k); log L_k on a full grid).
+        K draws), ``entropy_k_low`` / ``entropy_k_high`` (the central 95% range of the measurement's mean over
+        n_base paths on the exact law, normalised likewise), ``bayes_accuracy`` (E max_l p), and ``ceiling``
+        (H(phi_k); log L_k on a full grid).
     """
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("mi", "mi_se", "entropy", "entropy_k", "bayes_accuracy",
-                                                         "ceiling")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("mi", "mi_se", "entropy", "entropy_k", "entropy_k_low",
+                                                         "entropy_k_high", "bayes_accuracy", "ceiling")}
+    rng = np.random.default_rng(seed)
     for p, m in zip(probs, marginals):
         n_q, n_t, n_l = p.shape
         h_prior = float(entropy(np.asarray(m, dtype=np.float64) / np.sum(m)))
@@ -193,6 +232,14 @@ def filter_curves(probs: list[np.ndarray], marginals: list[np.ndarray], n_forks:
         cols["mi_se"].append(h_cond.std(0, ddof=1) / math.sqrt(n_q) if n_q > 1 else np.full(n_t, np.nan))
         cols["entropy"].append(h_cond.mean(0) / norm if n_l > 1 else np.zeros(n_t))
         cols["entropy_k"].append(expected_plugin_entropy(p, n_forks).mean(0) / norm if n_l > 1 else np.zeros(n_t))
+        if n_base is None:
+            band = (np.full(n_t, np.nan),) * 2
+        elif n_l > 1:
+            band = tuple(b / norm for b in plugin_entropy_band(p, n_forks, n_base, n_sim=n_sim, rng=rng))
+        else:
+            band = (np.zeros(n_t),) * 2
+        cols["entropy_k_low"].append(band[0])
+        cols["entropy_k_high"].append(band[1])
         cols["bayes_accuracy"].append(p.max(-1).mean(0))
         cols["ceiling"].append(np.full(n_t, h_prior))
     return {k: np.stack(v, axis=1) for k, v in cols.items()}

@@ -5,6 +5,7 @@ Time convention on every axis: generative time tau, 0 = noise, 1 = data.
 
 from __future__ import annotations
 
+import math
 import os
 
 import matplotlib
@@ -17,6 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
+from .agreement import MI_TOLERANCE  # noqa: E402
 from .factors import FACTOR_NAMES, FACTORS, SHAPE_NAMES  # noqa: E402
 
 TAU_LABEL = "generative time τ (0 = noise, 1 = data)"
@@ -167,6 +169,57 @@ def plot_forking(forking: pd.DataFrame, path, exact: pd.DataFrame | None = None)
     ax.set_ylabel("fork label entropy / log(levels)")
     ax.set_title("Forking: how undecided each factor is when the path forks at τ")
     ax.legend(loc="upper right", fontsize=8)
+    save(fig, path)
+
+
+def plot_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame, gaps: pd.DataFrame | None,
+                   path, mi_tolerance: tuple[float, float] = MI_TOLERANCE) -> None:
+    """Learned vs exact, one panel per factor: MI (top row) and forking (bottom row), each against the range its
+    agreement criterion allows (grey band).
+
+    MI: I(Y_tau) - I(Y_0) with +-2 SE against the exact gain +- max(tol, frac log L) (``mi_tolerance``), dotted
+    log L. Forking: the learned mean entropy with its bootstrap CI against the exact K-fork reference and the 95%
+    range of the same measurement on the exact law (``entropy_k_low`` .. ``entropy_k_high``). Panel titles give,
+    from ``gaps`` (tables/agreement.parquet), at how many taus the curve meets its criterion.
+    """
+    set_style()
+    if "mixture" in exact:
+        exact = exact[exact["mixture"] == ("all" if "all" in set(exact["mixture"]) else exact["mixture"].iloc[0])]
+    within = {} if gaps is None or "taus_within" not in gaps else \
+        {(r.measurement, r.factor): (int(r.taus_within), int(r.n_taus)) for r in gaps.itertuples()}
+    fig, axes = plt.subplots(2, len(FACTOR_NAMES), figsize=(2.6 * len(FACTOR_NAMES), 5.6), sharex=True,
+                             squeeze=False)
+    for j, factor in enumerate(FACTOR_NAMES):
+        colour = FACTOR_COLOURS[factor]
+        e = exact[exact["factor"] == factor].sort_values("tau")
+        for i, (name, d) in enumerate((("mutual_info", mi), ("forking", forking))):
+            ax, d = axes[i, j], d[d["factor"] == factor].sort_values("tau")
+            if name == "mutual_info":
+                ref = (e["mi"] - e["mi_at_noise"]).to_numpy()
+                tol = max(mi_tolerance[0], mi_tolerance[1] * math.log(max(int(e["n_levels"].iloc[0]), 1))) \
+                    if len(e) else 0.0
+                lo, hi = ref - tol, ref + tol
+                learned, l_lo, l_hi = d["mi"], d["mi"] - 2 * d["se"], d["mi"] + 2 * d["se"]
+                if len(d):
+                    ax.axhline(float(d["ceiling"].iloc[0]), color=colour, ls=":", lw=1)
+            else:
+                ref, lo, hi = (e[c].to_numpy() for c in ("entropy_k", "entropy_k_low", "entropy_k_high"))
+                learned, l_lo, l_hi = d["entropy"], d["ci_low"], d["ci_high"]
+                ax.set_ylim(-0.03, 1.03)
+            ax.fill_between(e["tau"], lo, hi, color="0.6", alpha=0.35, lw=0)
+            ax.plot(e["tau"], ref, **EXACT_STYLE)
+            ax.fill_between(d["tau"], l_lo, l_hi, color=colour, alpha=0.2, lw=0)
+            ax.plot(d["tau"], learned, color=colour, lw=2, marker="o", ms=3)
+            ok = within.get((name, factor))
+            ax.set_title(factor + (f"\n{ok[0]} of {ok[1]} τ within" if ok else ""), fontsize=9)
+            ax.set_xlim(0, 1)
+            if i == 1:
+                ax.set_xlabel("τ (0 = noise, 1 = data)", fontsize=8)
+        axes[0, 0].set_ylabel("I(Y_τ) − I(Y_0) [nats]")
+        axes[1, 0].set_ylabel("fork entropy / log(levels)")
+    fig.suptitle("Learned (colour, with CI) vs the exact filter (black dashed); grey: what the agreement criterion "
+                 "allows", fontsize=10)
+    fig.tight_layout()
     save(fig, path)
 
 

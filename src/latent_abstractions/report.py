@@ -50,6 +50,7 @@ SECTION_TITLES = {
     "probes": "Linear probes vs generative time τ",
     "mutual_info": "Mutual information vs generative time τ",
     "forking": "Forking entropy vs generative time τ",
+    "agreement_figure": "Learned vs exact filter, factor by factor",
     "samples_forks": "Samples and fork strips",
     "training_loss": "Training loss",
 }

@@ -115,7 +115,7 @@ def model_file(model, name):
 
 
 # The report's figures, in order; each has its caption in workflow/report/<key>.rst.
-REPORT_FIGURES = ["probes", "mutual_info", "forking", "samples_forks", "training_loss"]
+REPORT_FIGURES = ["probes", "mutual_info", "forking", "agreement_figure", "samples_forks", "training_loss"]
 
 
 def get_captions():
@@ -161,6 +161,7 @@ def get_final_outputs():
         rules.plot_probes.output.pdf,
         rules.plot_mutual_info.output.pdf,
         rules.plot_forking.output.pdf,
+        rules.plot_agreement.output.pdf,
         rules.plot_samples_forks.output.pdf,
         rules.plot_training_loss.output.pdf,
     ]

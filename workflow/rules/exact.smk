@@ -18,6 +18,7 @@ rule exact_filter:
         mixtures=cfg("exact_filter/mixtures"),
         chunk_size=cfg("exact_filter/chunk_size"),
         n_forks=cfg("forking/n_forks"),
+        n_base=cfg("forking/n_base"),
         taus=get_taus(),
         seed=cfg("seed"),
     threads: THREADS

@@ -129,12 +129,34 @@ rule make_emergence_table:
         "../scripts/make_emergence_table.py"
 
 
+rule plot_agreement:
+    localrule: True
+    input:
+        mutual_info=rules.estimate_mutual_information.output.table,
+        forking=rules.run_forking.output.table,
+        exact=rules.exact_filter.output.table,
+        exact_gaps=rules.make_emergence_table.output.exact_gaps,
+    output:
+        pdf=f"{RESULTS}/figures/agreement.pdf",
+        png=report(f"{RESULTS}/figures/agreement.png", caption="../report/agreement_figure.rst", category="Measurements"),
+    log:
+        f"{LOGS}/plot_agreement/plot_agreement.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/plot_agreement.py"
+
+
 rule make_report:
     localrule: True
     input:
         probes=rules.plot_probes.output.png,
         mutual_info=rules.plot_mutual_info.output.png,
         forking=rules.plot_forking.output.png,
+        agreement_figure=rules.plot_agreement.output.png,
         samples_forks=rules.plot_samples_forks.output.png,
         training_loss=rules.plot_training_loss.output.png,
         emergence=rules.make_emergence_table.output.table,

@@ -48,13 +48,15 @@ def iter_chunks(data: Shapes3D, members: np.ndarray, codes: np.ndarray,
 
 
 def filter_table(data: Shapes3D, members: np.ndarray, sde: VESDE, taus: np.ndarray, *, n_samples: int,
-                 n_forks: int, chunk_size: int, seed: int, device: torch.device,
+                 n_forks: int, n_base: int | None = None, chunk_size: int, seed: int, device: torch.device,
                  codes_present: tuple[np.ndarray, list[np.ndarray]] | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """The exact filter's curves of one mixture (the images ``members`` of ``data``), one row per tau x factor.
 
     Queries y = x_j + sigma(1 - tau) z with j uniform over the members and z ~ N(0, I), both seeded by ``seed``
-    and shared by every tau; I(Y_0) is evaluated at sigma_max (tau = 0) for the ``mi_at_noise`` column.
+    and shared by every tau; I(Y_0) is evaluated at sigma_max (tau = 0) for the ``mi_at_noise`` column. With
+    ``n_base`` (the forking measurement's base paths), ``entropy_k_low`` / ``entropy_k_high`` hold the central 95%
+    range of that measurement on the exact law (exact_filter.plugin_entropy_band, on these queries).
     """
     codes, present = codes_present if codes_present is not None else level_codes(data.label_indices)
     n_levels = [len(p) for p in present]
@@ -71,19 +73,20 @@ def filter_table(data: Shapes3D, members: np.ndarray, sde: VESDE, taus: np.ndarr
         chunks = tqdm(chunks, total=n_chunks, desc="exact filter", mininterval=5)
     probs = level_posteriors(chunks, queries, z, sigmas, n_levels, device=device)
     marginals = [np.bincount(codes[members, k], minlength=n_levels[k]) for k in range(len(n_levels))]
-    c = filter_curves(probs, marginals, n_forks)
+    c = filter_curves(probs, marginals, n_forks, n_base, seed=seed)
     rows = []
     for t, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
             rows.append({"tau": float(tau), "factor": factor, "mi": c["mi"][t + 1, k], "mi_se": c["mi_se"][t + 1, k],
                          "mi_at_noise": c["mi"][0, k], "entropy": c["entropy"][t + 1, k],
-                         "entropy_k": c["entropy_k"][t + 1, k], "bayes_accuracy": c["bayes_accuracy"][t + 1, k],
+                         "entropy_k": c["entropy_k"][t + 1, k], "entropy_k_low": c["entropy_k_low"][t + 1, k],
+                         "entropy_k_high": c["entropy_k_high"][t + 1, k], "bayes_accuracy": c["bayes_accuracy"][t + 1, k],
                          "ceiling": c["ceiling"][t + 1, k], "n_levels": n_levels[k], "sigma": float(sigmas[t + 1])})
     return pd.DataFrame(rows)
 
 
 def exact_filter(h5: str, split_path: str, hparams_path: str, out: str, *, taus: Sequence[float], n_samples: int,
-                 n_forks: int, mixtures: Sequence[str], chunk_size: int, seed: int,
+                 n_forks: int, n_base: int | None, mixtures: Sequence[str], chunk_size: int, seed: int,
                  device: torch.device) -> pd.DataFrame:
     """The ``exact_filter`` rule: one row per mixture x tau x factor (schema in docs/architecture.md)."""
     bad = set(mixtures) - set(MIXTURES)
@@ -100,9 +103,9 @@ def exact_filter(h5: str, split_path: str, hparams_path: str, out: str, *, taus:
     for m, name in enumerate(mixtures):
         members = np.arange(data.n) if name == "all" else split["train"]
         t0 = time.perf_counter()
-        df = filter_table(data, members, sde, taus, n_samples=n_samples, n_forks=n_forks, chunk_size=chunk_size,
-                          seed=int(np.random.SeedSequence([seed, m]).generate_state(1)[0]), device=device,
-                          codes_present=codes_present)
+        df = filter_table(data, members, sde, taus, n_samples=n_samples, n_forks=n_forks, n_base=n_base,
+                          chunk_size=chunk_size, seed=int(np.random.SeedSequence([seed, m]).generate_state(1)[0]),
+                          device=device, codes_present=codes_present)
         info[name] = {"n_images": int(len(members)), "seconds": round(time.perf_counter() - t0, 2)}
         log.info("mixture %s: %d images, %d queries, %.1f s; tau at 50%% of the exact MI's range: %s",
                  name, len(members), n_samples, info[name]["seconds"],
@@ -112,6 +115,7 @@ def exact_filter(h5: str, split_path: str, hparams_path: str, out: str, *, taus:
     df = pd.concat(frames, ignore_index=True)
     df["n_samples"] = np.int64(n_samples)
     df["n_forks"] = np.int64(n_forks)
+    df["n_base"] = np.int64(n_base) if n_base is not None else np.int64(0)
     df["seed"] = np.int64(seed)
     df = df.sort_values(["mixture", "factor", "tau"], kind="stable").reset_index(drop=True)
     write_parquet(df, out, {"sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max, "dataset": str(h5),

@@ -33,6 +33,12 @@ def plot_forking(forking: str, exact: str, pdf_out: str) -> None:
     plotting.plot_forking(pd.read_parquet(forking), pdf_out, pd.read_parquet(exact))
 
 
+def plot_agreement(mutual_info: str, forking: str, exact: str, exact_gaps: str, pdf_out: str) -> None:
+    """The ``plot_agreement`` rule: MI and forking per factor against the exact filter and their criteria's ranges."""
+    plotting.plot_agreement(pd.read_parquet(mutual_info), pd.read_parquet(forking), pd.read_parquet(exact),
+                            pd.read_parquet(exact_gaps), pdf_out)
+
+
 def plot_training_loss(losses: dict[str, str], pdf_out: str) -> None:
     """The ``plot_training_loss`` rule: ``losses`` maps each model name to its loss table."""
     plotting.plot_training_loss({name: pd.read_parquet(path) for name, path in losses.items()}, pdf_out)
