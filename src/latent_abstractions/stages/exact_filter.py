@@ -73,15 +73,17 @@ def filter_table(data: Shapes3D, members: np.ndarray, sde: VESDE, taus: np.ndarr
         chunks = tqdm(chunks, total=n_chunks, desc="exact filter", mininterval=5)
     probs = level_posteriors(chunks, queries, z, sigmas, n_levels, device=device)
     marginals = [np.bincount(codes[members, k], minlength=n_levels[k]) for k in range(len(n_levels))]
-    c = filter_curves(probs, marginals, n_forks, n_base, seed=seed)
+    band_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])   # not the queries' default_rng(seed)
+    c = filter_curves(probs, marginals, n_forks, n_base, seed=band_seed)
     rows = []
     for t, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
             rows.append({"tau": float(tau), "factor": factor, "mi": c["mi"][t + 1, k], "mi_se": c["mi_se"][t + 1, k],
                          "mi_at_noise": c["mi"][0, k], "entropy": c["entropy"][t + 1, k],
                          "entropy_k": c["entropy_k"][t + 1, k], "entropy_k_low": c["entropy_k_low"][t + 1, k],
-                         "entropy_k_high": c["entropy_k_high"][t + 1, k], "bayes_accuracy": c["bayes_accuracy"][t + 1, k],
-                         "ceiling": c["ceiling"][t + 1, k], "n_levels": n_levels[k], "sigma": float(sigmas[t + 1])})
+                         "entropy_k_high": c["entropy_k_high"][t + 1, k],
+                         "bayes_accuracy": c["bayes_accuracy"][t + 1, k], "ceiling": c["ceiling"][t + 1, k],
+                         "n_levels": n_levels[k], "sigma": float(sigmas[t + 1])})
     return pd.DataFrame(rows)
 
 
