@@ -32,6 +32,11 @@ shape, and heavy-tailed (shape -3.1 SE). Other seeds and budgets (largest error 
 factors, exact score): 96 images x 24 strata 0.29 / 0.23 / 0.25 (seeds 0 / 1 / 2); 96 x 48 0.13 / 0.18 / 0.22;
 72 x 48 0.19 / 0.18 / 0.38; 64 x 48 0.28 / 0.16; 384 x 24 (seed 0) 0.14; 96 x 96 (seed 0) 0.13. Strata help more
 than images (the variance is in the time draws); 48 strata cost the default run's MI job 71.5 s against ~36 s.
+The last line counts the factors whose curve meets tables/agreement.parquet's MI criterion at every tau. With the
+exact score at the default budget (96 x 48; run of f119b99, --exact-only, ~50 s per seed), seeds 0-7: 6, 5, 5, 5,
+6, 6, 4, 4 of 6 (mean 5.1; the misses are single taus 0.15-0.24 off: scale in seeds 1, 3, 6, 7, floor hue in 2
+and 7, object hue in 6): a model with the exact score meets the MI target's ">= 4 of 6" in every seed tried, so
+that part of the target is attainable at this budget; the network's 0 of 6 is not the estimator's noise.
 The network's errors (0.5-1.5 nats; floor hue rising past the exact curve, the object's factors far below it) are
 five to ten times the estimator's: they are the conditional network's (benchmarks/mi_integrand.py places them).
 """
@@ -43,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from latent_abstractions.agreement import within
 from latent_abstractions.checkpoint import load_score_model
 from latent_abstractions.exact_filter import exact_score_fn
 from latent_abstractions.factors import FACTOR_NAMES
@@ -105,3 +111,14 @@ for j, tau in enumerate(taus):
     print(f"{tau:5.2f}  " + "  ".join(f"{c:>22s}" for c in cells))
 print("largest |exact score - exact filter| over tau: "
       + ", ".join(f"{f} {w:.3f}" for f, w in worst.items()))
+levels = [data.n_levels_present[k] for k in factors]
+ref_all = exact.assign(gain=exact["mi"] - exact["mi_at_noise"]).set_index(["factor", "tau"])["gain"]
+for name in curves:
+    ok = []
+    for i, f in enumerate(names):
+        m = pd.DataFrame({"mi": curves[name][:, i], "se": ses[name][:, i], "n_levels": levels[i]})
+        ref = np.array([ref_all[(f, min(ref_all.loc[f].index, key=lambda t: abs(t - tau)))] for tau in taus])
+        if within("mutual_info", m, ref, ref - m["mi"].to_numpy()).all():
+            ok.append(f)
+    print(f"{name}: agrees with the exact filter at every tau (tables/agreement.parquet's criterion) for "
+          f"{len(ok)} of {len(names)} factors: {', '.join(ok) or 'none'}")
