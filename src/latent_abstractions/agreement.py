@@ -57,6 +57,12 @@ def _need(df: pd.DataFrame, name: str, cols: list[str], what: str = "its agreeme
         raise KeyError(f"the {name} table lacks column(s) {missing} needed for {what}")
 
 
+def mi_tolerance(n_levels) -> np.ndarray:
+    """The MI criterion's tolerance max(0.15 nats, 10% of log(levels)) (``MI_TOLERANCE``), per ``n_levels`` entry."""
+    log_l = np.log(np.maximum(np.asarray(n_levels, dtype=float), 1.0))
+    return np.maximum(MI_TOLERANCE[0], MI_TOLERANCE[1] * log_l)
+
+
 def within(name: str, m: pd.DataFrame, exact: np.ndarray, gap: np.ndarray) -> np.ndarray:
     """Per-tau booleans: does the learned curve meet ``CRITERIA[name]``?
 
@@ -69,8 +75,8 @@ def within(name: str, m: pd.DataFrame, exact: np.ndarray, gap: np.ndarray) -> np
     if name == "mutual_info":
         _need(m, name, ["se", "n_levels"])
         log_l = np.log(np.maximum(m["n_levels"].to_numpy(dtype=float), 1.0))
-        tol = np.maximum(MI_TOLERANCE[0], MI_TOLERANCE[1] * log_l)
-        return (np.abs(gap) <= tol + 1e-9) & (m["mi"].to_numpy() <= log_l + 2 * m["se"].to_numpy() + 1e-9)
+        return ((np.abs(gap) <= mi_tolerance(m["n_levels"]) + 1e-9)
+                & (m["mi"].to_numpy() <= log_l + 2 * m["se"].to_numpy() + 1e-9))
     if name == "forking":
         _need(m, name, ["entropy"] + CRITERION_EXACT_COLUMNS[name])
         learned = m["entropy"].to_numpy()
@@ -108,10 +114,10 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
     for name, df in curves.items():
         col, rising = MEASUREMENTS[name]
         ref_col, kind, text = REFERENCES[name]
+        extra = CRITERION_EXACT_COLUMNS.get(name, [])
+        _need(ref, "exact_filter", extra, f"the {name} agreement criterion")
         for factor in FACTOR_NAMES:
             a = df[df["factor"] == factor].assign(key=lambda d: d["tau"].round(8))
-            extra = CRITERION_EXACT_COLUMNS.get(name, [])
-            _need(ref, "exact_filter", extra, f"the {name} agreement criterion")
             b = ref[ref["factor"] == factor][["tau", ref_col, *extra]].assign(key=lambda d: d["tau"].round(8))
             m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
             if m.empty:

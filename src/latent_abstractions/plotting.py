@@ -5,7 +5,6 @@ Time convention on every axis: generative time tau, 0 = noise, 1 = data.
 
 from __future__ import annotations
 
-import math
 import os
 
 import matplotlib
@@ -18,7 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
-from .agreement import MI_TOLERANCE  # noqa: E402
+from .agreement import exact_reference, mi_tolerance  # noqa: E402
 from .factors import FACTOR_NAMES, FACTORS, SHAPE_NAMES  # noqa: E402
 
 TAU_LABEL = "generative time τ (0 = noise, 1 = data)"
@@ -173,18 +172,17 @@ def plot_forking(forking: pd.DataFrame, path, exact: pd.DataFrame | None = None)
 
 
 def plot_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame, gaps: pd.DataFrame | None,
-                   path, mi_tolerance: tuple[float, float] = MI_TOLERANCE) -> None:
+                   path) -> None:
     """Learned vs exact, one panel per factor: MI (top row) and forking (bottom row), each against the range its
     agreement criterion allows (grey band).
 
-    MI: I(Y_tau) - I(Y_0) with +-2 SE against the exact gain +- max(tol, frac log L) (``mi_tolerance``), dotted
-    log L. Forking: the learned mean entropy with its bootstrap CI against the exact K-fork reference and the 95%
-    range of the same measurement on the exact law (``entropy_k_low`` .. ``entropy_k_high``). Panel titles give,
-    from ``gaps`` (tables/agreement.parquet), at how many taus the curve meets its criterion.
+    MI: I(Y_tau) - I(Y_0) with +-2 SE against the exact gain +- agreement.mi_tolerance, dotted log L. Forking: the
+    learned mean entropy with its bootstrap CI against the exact K-fork reference and the 95% range of the same
+    measurement on the exact law (``entropy_k_low`` .. ``entropy_k_high``). Panel titles give, from ``gaps``
+    (tables/agreement.parquet), at how many taus the curve meets its criterion.
     """
     set_style()
-    if "mixture" in exact:
-        exact = exact[exact["mixture"] == ("all" if "all" in set(exact["mixture"]) else exact["mixture"].iloc[0])]
+    exact = exact_reference(exact)
     within = {} if gaps is None or "taus_within" not in gaps else \
         {(r.measurement, r.factor): (int(r.taus_within), int(r.n_taus)) for r in gaps.itertuples()}
     fig, axes = plt.subplots(2, len(FACTOR_NAMES), figsize=(2.6 * len(FACTOR_NAMES), 5.6), sharex=True,
@@ -195,9 +193,8 @@ def plot_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame,
         for i, (name, d) in enumerate((("mutual_info", mi), ("forking", forking))):
             ax, d = axes[i, j], d[d["factor"] == factor].sort_values("tau")
             if name == "mutual_info":
-                ref = (e["mi"] - e["mi_at_noise"]).to_numpy()
-                tol = max(mi_tolerance[0], mi_tolerance[1] * math.log(max(int(e["n_levels"].iloc[0]), 1))) \
-                    if len(e) else 0.0
+                ref = e["mi_gain"].to_numpy()
+                tol = mi_tolerance(e["n_levels"])
                 lo, hi = ref - tol, ref + tol
                 learned, l_lo, l_hi = d["mi"], d["mi"] - 2 * d["se"], d["mi"] + 2 * d["se"]
                 if len(d):
@@ -215,8 +212,8 @@ def plot_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame,
             ax.set_xlim(0, 1)
             if i == 1:
                 ax.set_xlabel("τ (0 = noise, 1 = data)", fontsize=8)
-        axes[0, 0].set_ylabel("I(Y_τ) − I(Y_0) [nats]")
-        axes[1, 0].set_ylabel("fork entropy / log(levels)")
+    axes[0, 0].set_ylabel("I(Y_τ) − I(Y_0) [nats]")
+    axes[1, 0].set_ylabel("fork entropy / log(levels)")
     fig.suptitle("Learned (colour, with CI) vs the exact filter (black dashed); grey: what the agreement criterion "
                  "allows", fontsize=10)
     fig.tight_layout()

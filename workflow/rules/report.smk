@@ -138,7 +138,9 @@ rule plot_agreement:
         exact_gaps=rules.make_emergence_table.output.exact_gaps,
     output:
         pdf=f"{RESULTS}/figures/agreement.pdf",
-        png=report(f"{RESULTS}/figures/agreement.png", caption="../report/agreement_figure.rst", category="Measurements"),
+        png=report(
+            f"{RESULTS}/figures/agreement.png", caption="../report/agreement_figure.rst", category="Measurements"
+        ),
     log:
         f"{LOGS}/plot_agreement/plot_agreement.log",
     threads: 1
