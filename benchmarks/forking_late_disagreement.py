@@ -14,7 +14,7 @@ range of the measurement on the exact law (tables/exact_filter.parquet, entropy_
 
     PYTHONPATH=src python3 benchmarks/forking_late_disagreement.py results/default [--min-tau 0.5]
 
-Measured on the default run of f119b99 (12 bases, K = 6, 50 predictor steps; 80 s on one thread). Bases split by the
+Measured on the default run of e10c3ec (12 bases, K = 6, 50 predictor steps; 80 s on one thread). Bases split by the
 classifier / of those also split by the nearest image; median fork-to-fork RMS in split bases / in all bases; top
 probability on split forks; the forks' median distance to their nearest grid image:
     tau 0.45  scale 12/11, shape 11/9, orientation 11/11   RMS 0.076-0.077 / 0.076   top p 0.89-0.91   nn 0.080-0.083
@@ -25,7 +25,7 @@ Late on the path the forks of a split base are as close to each other as any (0.
 which a real held-out image sits from its nearest training image): the path has decided the image, not its label.
 The classifier is unsure on them (top probability 0.74-0.85 against 0.999 on real images) and the images sit
 0.08 from the grid, between levels of the geometry. Labelling by the nearest grid image does not remove it: its
-curve is inside the reference's range at floor 11, wall 7, object 8, scale 6, shape 5, orientation 5 of 12 taus
+curve is inside the reference's range at floor 11, wall 7, object 8, scale 6, shape 4, orientation 5 of 12 taus
 (classifier: 11, 12, 7, 5, 3, 3), with 0.07-0.16 of the geometry still undecided at tau 0.73-0.82, and it splits the
 wall hue where the classifier does not (0.04-0.11 at tau 0.36-0.64). So the late forking gap is the network's
 off-grid geometry, which any labeller must cut somewhere; it is not the classifier's alone, and a different
@@ -87,19 +87,26 @@ again = np.stack([fork_entropies(labels[j], n_levels).mean(0) for j in range(len
 expected = np.array([[table[(t, f)] for f in FACTOR_NAMES] for t in taus])
 assert np.allclose(again, expected, atol=1e-9), "the rerun does not reproduce tables/forking.parquet"
 print(f"rerun of {res / 'tables/forking.parquet'}: {n_base} bases x K = {k} forks, entropies reproduced exactly")
+
+
+def nearest_grid_image(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """RMS distance (0-1 scale) from each image to its nearest grid image, and that image's level indices."""
+    flat = images.flatten(1).double()
+    d2 = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ grid_images.T + grid_norm[None]).clamp_min(0)
+    dist, idx = d2.min(1)
+    return dist.div(flat.shape[1]).sqrt().numpy(), data.label_indices[idx.numpy()]
+
+
+nearest = [nearest_grid_image(images) for images, _ in kept]  # per tau, computed once for both tables
 print(f"{'tau':>5} {'factor':<12} {'split':>5} {'nn split':>8} {'fork RMS split':>14} {'fork RMS all':>12} "
       f"{'top p split':>11} {'nn dist':>7}")
 for j, tau in enumerate(taus):
     if tau < args.min_tau:
         continue
     images, top = kept[j]
-    flat = images.flatten(1).double()
-    d2 = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ grid_images.T + grid_norm[None]).clamp_min(0)
-    nn_dist, nn_idx = d2.min(1)
-    nn_dist = nn_dist.div(flat.shape[1]).sqrt().numpy()
-    nn_labels = data.label_indices[nn_idx.numpy()].reshape(n_base, k, -1)
+    nn_dist, nn_labels = nearest[j][0], nearest[j][1].reshape(n_base, k, -1)
     per_base = images.reshape(n_base, k, -1).double()
-    pair = torch.cdist(per_base, per_base).div(flat.shape[1] ** 0.5)                  # RMS distances (n_base, K, K)
+    pair = torch.cdist(per_base, per_base).div(per_base.shape[-1] ** 0.5)            # RMS distances (n_base, K, K)
     mean_pair = (pair.sum((1, 2)) / (k * (k - 1))).numpy()
     top = top.reshape(n_base, k, -1).numpy()
     for f, factor in enumerate(FACTOR_NAMES):
@@ -114,13 +121,7 @@ for j, tau in enumerate(taus):
 # the whole curve with each labeller, against the exact filter's K-fork reference and its 95% range
 exact = pd.read_parquet(res / "tables/exact_filter.parquet")
 exact = exact[exact["mixture"] == "all"].set_index(["factor", "tau"])
-nn_curve = []
-for j in range(len(taus)):
-    flat = kept[j][0].flatten(1).double()
-    nn_idx = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ grid_images.T + grid_norm[None]).argmin(1)
-    nn_labels = data.label_indices[nn_idx.numpy()].reshape(n_base, k, -1)
-    nn_curve.append(fork_entropies(nn_labels, n_levels).mean(0))
-nn_curve = np.stack(nn_curve)
+nn_curve = np.stack([fork_entropies(lab.reshape(n_base, k, -1), n_levels).mean(0) for _, lab in nearest])
 print("\nfork entropy, classifier / nearest image / exact reference [its 95% range]; * = outside the range")
 inside = {"classifier": np.zeros(len(FACTOR_NAMES), int), "nearest": np.zeros(len(FACTOR_NAMES), int)}
 for j, tau in enumerate(taus):
@@ -132,7 +133,8 @@ for j, tau in enumerate(taus):
             ok = e["entropy_k_low"] - 1e-9 <= v <= e["entropy_k_high"] + 1e-9
             inside[name][f] += ok
             marks.append(f"{v:.2f}{' ' if ok else '*'}")
-        cells.append(f"{marks[0]}/{marks[1]}/{e['entropy_k']:.2f} [{e['entropy_k_low']:.2f}, {e['entropy_k_high']:.2f}]")
+        cells.append(f"{marks[0]}/{marks[1]}/{e['entropy_k']:.2f} "
+                     f"[{e['entropy_k_low']:.2f}, {e['entropy_k_high']:.2f}]")
     print(f"{tau:5.2f}  " + "  ".join(cells))
 first = np.array([exact.loc[(f, min(exact.loc[f].index, key=lambda t: abs(t - taus[0]))), "entropy_k"]
                   for f in FACTOR_NAMES])
