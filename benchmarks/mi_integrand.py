@@ -28,7 +28,7 @@ A second table places each gap against the exact one where the exact gap is not 
 cosine between sigma (s(y | phi) - s(y)) of the network and of the exact score, and the RMS norm ratio. A label
 the network does not use has a small ratio; a label it uses in the wrong place, a small cosine at any ratio. On the
 same run: floor hue cosine 0.39 / 0.58 at sigma 5 / 10 (ratio 0.88 / 0.77), wall hue 0.47 / 0.43; object hue 0.35
-at sigma 2 with ratio 0.06; scale, shape, orientation cosine <= 0.21 and ratio 0.10-0.14 at sigma 1-2, where their
+at sigma 2 with ratio 0.06; scale, shape, orientation cosine <= 0.10 and ratio 0.10-0.14 at sigma 1-2, where their
 exact integrand peaks. The network's label branches are both too weak and misplaced: the exact gap for the
 object's factors sits on the object (per-pixel RMS 0.08-0.12 there against <= 0.004 at the edges, object hue at
 sigma 2), the network's is nearly flat over the image (0.004 at the object, 0.001-0.003 elsewhere; for scale at
