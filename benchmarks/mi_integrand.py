@@ -21,7 +21,7 @@ e10c3ec; 64 held-out images, seed 0), network / exact:
     5      0.528/0.685   0.190/0.823   0.011/0.350   0.007/0.091   0.007/0.105   0.009/0.079
     10     0.339/0.567   0.132/0.418   0.009/0.105   0.004/0.013   0.004/0.021   0.005/0.011
 The network uses the floor and wall hues at large sigma (near the exact values) and barely uses the object's
-factors anywhere (<= 0.05 where the exact integrand is 0.1-1.0); where the exact integrand is 0 (sigma <= 0.2) its
+factors anywhere (<= 0.07 where the exact integrand is 0.1-1.0); where the exact integrand is 0 (sigma <= 0.2) its
 branches still differ by 0.01-0.5 nats per unit log sigma, which is the late rise of its floor-hue curve.
 
 A second table places each gap against the exact one where the exact gap is not ~0: the mean over images of the
@@ -31,8 +31,8 @@ same run: floor hue cosine 0.39 / 0.58 at sigma 5 / 10 (ratio 0.88 / 0.77), wall
 at sigma 2 with ratio 0.06; scale, shape, orientation cosine <= 0.10 and ratio 0.10-0.14 at sigma 1-2, where their
 exact integrand peaks. The network's label branches are both too weak and misplaced: the exact gap for the
 object's factors sits on the object (per-pixel RMS 0.08-0.12 there against <= 0.004 at the edges, object hue at
-sigma 2), the network's is nearly flat over the image (0.004 at the object, 0.001-0.003 elsewhere; for scale at
-sigma 1, 0.002-0.003 everywhere).
+sigma 2; for orientation also at the walls' edges), the network's is nearly flat over the image (0.004 at the
+object, 0.001-0.003 elsewhere; for scale, shape and orientation at sigma 1, 0.002-0.004 everywhere).
 """
 
 import argparse
