@@ -10,9 +10,9 @@ import os
 import resource
 import time
 
-from latent_abstractions.factors import N_LEVELS
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import write_synthetic
+from latent_abstractions.data.factors import N_LEVELS
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import write_synthetic
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("out")

@@ -1,6 +1,6 @@
 """Training throughput of the score model: images/s, achieved TFLOP/s, MFU, peak memory.
 
-Runs the production training loop (``train.train_score_model``: bf16 autocast, channels_last, fused Adam,
+Runs the production training loop (``model.trainer.fit_score_model``: bf16 autocast, channels_last, fused Adam,
 fused EMA, data on the GPU, no host syncs between log points) on random uint8 data and times the steps
 after warm-up (and compilation). FLOPs per training image are counted with torch.utils.flop_counter on
 one forward + backward pass.
@@ -22,10 +22,10 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from latent_abstractions.losses import dsm_loss
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.sde import VESDE
-from latent_abstractions.train import TrainSettings, train_score_model
+from latent_abstractions.model.losses import dsm_loss
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.sde import VESDE
+from latent_abstractions.model.trainer import TrainSettings, fit_score_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--config", default="config/paper.yaml")
@@ -65,7 +65,7 @@ if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats()
 t0 = time.perf_counter()
 with tempfile.TemporaryDirectory() as state:
-    _, log, _ = train_score_model(images, None, net_kwargs, sde, settings, state, device, progress=False)
+    _, log, _ = fit_score_model(images, None, net_kwargs, sde, settings, state, device, progress=False)
 wall = time.perf_counter() - t0
 # rows are logged every `warmup` steps; time the steps after the first row (warm-up and compilation)
 first, last = log.iloc[0], log.iloc[-1]

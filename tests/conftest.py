@@ -106,8 +106,8 @@ def two_level_grid(tmp_path_factory):
     official level labels (N, 6)). The classifiers' tests train on it."""
     import torch
 
-    from latent_abstractions.render import GridSpec
-    from latent_abstractions.shapes3d import load_shapes3d, write_synthetic
+    from latent_abstractions.data.render import GridSpec
+    from latent_abstractions.data.shapes3d import load_shapes3d, write_synthetic
 
     path = tmp_path_factory.mktemp("grid") / "d.h5"
     write_synthetic(path, GridSpec.from_counts(16, [2, 2, 2, 2, 2, 2]), progress=False)

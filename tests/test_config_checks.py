@@ -10,7 +10,7 @@ from snakemake.utils import update_config, validate
 
 from conftest import run_snakemake
 from latent_abstractions.config import ConfigError, check_config, coerce, feature_map_names
-from latent_abstractions.networks import NCSNpp
+from latent_abstractions.model.networks import NCSNpp
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -191,8 +191,8 @@ def test_path_source_needs_a_readable_file(tmp_path):
 def test_path_source_sizes_come_from_the_file_header(tmp_path):
     import numpy as np
 
-    from latent_abstractions.render import GridSpec
-    from latent_abstractions.shapes3d import write_subset, write_synthetic
+    from latent_abstractions.data.render import GridSpec
+    from latent_abstractions.data.shapes3d import write_subset, write_synthetic
 
     write_synthetic(tmp_path / "grid.h5", GridSpec.from_counts(16, [2] * 6), progress=False)
     write_subset(tmp_path / "grid.h5", tmp_path / "half.h5", np.arange(0, 64, 2))      # 32 images: 24 / 8

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from latent_abstractions.download import DownloadError, download
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import DatasetError, load_shapes3d, write_synthetic
+from latent_abstractions.data.download import DownloadError, download
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import DatasetError, load_shapes3d, write_synthetic
 
 
 class Server:

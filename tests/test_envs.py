@@ -164,7 +164,7 @@ def test_rule_env_lists_every_third_party_module_its_code_imports(rule):
 def test_the_import_follower_sees_through_the_package(tmp_path):
     # a script importing a module that imports torch at load time needs torch; function-level imports do not count
     script = tmp_path / "s.py"
-    script.write_text("from latent_abstractions.stages.measure import run_forking\n")
+    script.write_text("from latent_abstractions.stages.measurements import run_forking\n")
     assert "torch" in third_party_imports(script) and "h5py" in third_party_imports(script)
     script.write_text("def f():\n    import torch\nimport numpy\n")
     assert set(third_party_imports(script)) == {"numpy"}

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from latent_abstractions.agreement import agreement_table
-from latent_abstractions.factors import FACTOR_NAMES
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import make_split, write_synthetic
+from latent_abstractions.measure.agreement import agreement_table
+from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import make_split, write_synthetic
 
 TAUS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -110,9 +110,9 @@ def small_run(tmp_path_factory):
     write_synthetic(d / "s.h5", GridSpec.from_counts(8, (2, 2, 2, 2, 2, 1)), progress=False)
     make_split(32, 0.25, 0).to_parquet(d / "split.parquet")
     (d / "hparams.json").write_text(json.dumps({"sigma_min": 0.01, "sigma_max": 4.0}))
-    from latent_abstractions.stages.exact_filter import exact_filter
+    from latent_abstractions.stages.exact import compute_exact_filter
 
-    df = exact_filter(str(d / "s.h5"), str(d / "split.parquet"), str(d / "hparams.json"), str(d / "exact.parquet"),
+    df = compute_exact_filter(str(d / "s.h5"), str(d / "split.parquet"), str(d / "hparams.json"), str(d / "exact.parquet"),
                       taus=[0.0, 0.5, 1.0], n_samples=256, n_forks=4, n_base=5, mixtures=["all", "train"], chunk_size=7,
                       seed=0, device=torch.device("cpu"))
     return d, df
@@ -138,7 +138,7 @@ def test_stage_writes_the_table_with_known_ends(small_run):
 
 
 def test_figures_overlay_the_exact_curves(small_run, tmp_path):
-    from latent_abstractions import plotting
+    from latent_abstractions.report import plots as plotting
 
     _, exact = small_run
     taus = sorted(exact["tau"].unique())
@@ -154,7 +154,7 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
 
     plotting.save = keep
     try:
-        plotting.plot_mutual_info(mi, tmp_path / "mi.pdf", exact)
+        plotting.draw_mutual_info(mi, tmp_path / "mi.pdf", exact)
     finally:
         plotting.save = real_save
     assert any("exact filter" in lab for lab in captured["labels"])
@@ -166,7 +166,7 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
 
 
 def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
-    from latent_abstractions import plotting
+    from latent_abstractions.report import plots as plotting
 
     _, exact = small_run
     taus = sorted(exact["tau"].unique())
@@ -184,7 +184,7 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
 
     plotting.save = keep
     try:
-        plotting.plot_agreement(mi, fork, exact, gaps, tmp_path / "agreement.pdf")
+        plotting.draw_agreement(mi, fork, exact, gaps, tmp_path / "agreement.pdf")
     finally:
         plotting.save = real_save
     axes = captured["axes"]
@@ -203,7 +203,7 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
 
 
 def test_report_counts_agreeing_factors_and_leaves_out_unmeasurable_ones():
-    from latent_abstractions.report import criteria_summary
+    from latent_abstractions.report.html import criteria_summary
 
     gaps = pd.DataFrame([
         {"measurement": "forking", "factor": "floor_hue", "criterion": "c", "agrees": True},

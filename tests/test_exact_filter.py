@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from latent_abstractions.exact_filter import (entropy, exact_score_fn, expected_plugin_entropy, filter_curves,
+from latent_abstractions.measure.exact_filter import (entropy, exact_score_fn, expected_plugin_entropy, filter_curves,
                                               level_codes, level_posteriors, plugin_entropy_band)
-from latent_abstractions.forking import fork_labels, path_grid
-from latent_abstractions.mutual_info import mi_curves
-from latent_abstractions.render import GridSpec, iter_grid_images
+from latent_abstractions.measure.forking import fork_labels, path_grid
+from latent_abstractions.measure.mutual_info import mi_curves
+from latent_abstractions.data.render import GridSpec, iter_grid_images
 from latent_abstractions.rng import derive_seeds, make_generators
-from latent_abstractions.sampling import sample
-from latent_abstractions.sde import VESDE, sigma_max_from_data
-from latent_abstractions.shapes3d import to_model_input
+from latent_abstractions.model.sampling import sample
+from latent_abstractions.model.sde import VESDE, sigma_max_from_data
+from latent_abstractions.data.shapes3d import to_model_input
 
 torch.set_num_threads(1)
 

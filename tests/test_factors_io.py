@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_abstractions import factors, io
+from latent_abstractions import io
+from latent_abstractions.data import factors
 
 
 def test_official_grid():

@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latent_abstractions.checkpoint import save_model
-from latent_abstractions.factors import FACTOR_NAMES
-from latent_abstractions.features import pool
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import load_shapes3d, make_split, to_model_input, write_synthetic
-from latent_abstractions.stages.measure import extract_features
-from latent_abstractions.stages.probes import fit_linear_probes, load_features
+from latent_abstractions.model.checkpoint import save_model
+from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.measure.features import pool
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import load_shapes3d, make_split, to_model_input, write_synthetic
+from latent_abstractions.stages.measurements import extract_features
+from latent_abstractions.stages.linear_probes import fit_linear_probes, load_features
 
 TAUS = np.array([0.0, 0.5, 1.0])
 

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from latent_abstractions.forking import fork_labels
-from latent_abstractions.sde import VESDE
+from latent_abstractions.measure.forking import fork_labels
+from latent_abstractions.model.sde import VESDE
 
 SDE = VESDE(0.01, 10.0)
 SHAPE = (3, 2, 2)
@@ -61,7 +61,7 @@ def test_predictor_only_forks_follow_the_exact_posterior_of_the_fork_state():
     # From one state y at sigma = 1 between two points, p(bright | y) = sigmoid(delta |c1 - c0| / sigma^2) = 0.3
     # exactly; predictor-only forks with the exact score must land on the bright point with that frequency.
     from latent_abstractions.rng import make_generators
-    from latent_abstractions.sampling import sample, time_grid
+    from latent_abstractions.model.sampling import sample, time_grid
 
     c0, c1 = np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)
     gap = np.sqrt(((c1 - c0) ** 2).sum())

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from latent_abstractions.locking import StateLockedError, check_state_free, state_lock
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import make_split, write_synthetic
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import make_split, write_synthetic
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

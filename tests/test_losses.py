@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from latent_abstractions.ema import EMA
-from latent_abstractions.losses import drop_labels, dsm_loss
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.sde import VESDE, sigma_max_from_data
+from latent_abstractions.model.ema import EMA
+from latent_abstractions.model.losses import drop_labels, dsm_loss
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.sde import VESDE, sigma_max_from_data
 
 torch.set_num_threads(1)
 

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_abstractions.emergence import crossing_tau, emergence_table, factor_order
-from latent_abstractions.factors import FACTOR_NAMES
-from latent_abstractions.forking import fork_entropies, normalised_entropy, path_grid
-from latent_abstractions.probes import probe_accuracy
-from latent_abstractions.stats import bootstrap_ci
+from latent_abstractions.measure.emergence import crossing_tau, emergence_table, factor_order
+from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.measure.forking import fork_entropies, normalised_entropy, path_grid
+from latent_abstractions.measure.probes import probe_accuracy
+from latent_abstractions.measure.stats import bootstrap_ci
 from latent_abstractions.taus import tau_grid
 
 

@@ -9,10 +9,10 @@ import copy
 
 import torch
 
-from latent_abstractions.losses import dsm_loss
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.score import get_score_fn
-from latent_abstractions.sde import VESDE
+from latent_abstractions.model.losses import dsm_loss
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.score import get_score_fn
+from latent_abstractions.model.sde import VESDE
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from latent_abstractions.mutual_info import mi_curves
-from latent_abstractions.sde import VESDE
+from latent_abstractions.measure.mutual_info import mi_curves
+from latent_abstractions.model.sde import VESDE
 
 CENTRES = torch.tensor([-3.0, -1.0, 1.0, 3.0], dtype=torch.float64)
 # factor 0 splits far-apart halves (decided early in generation), factor 1 alternates (decided late)

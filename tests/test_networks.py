@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from latent_abstractions.factors import N_LEVELS
-from latent_abstractions.layers import FIR
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.sde import VESDE
+from latent_abstractions.data.factors import N_LEVELS
+from latent_abstractions.model.layers import FIR
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.sde import VESDE
 
 torch.set_num_threads(1)
 
@@ -149,7 +149,7 @@ def test_labels_start_without_effect_and_learn_one():
     x, sigma = torch.randn(4, 3, 8, 8), torch.tensor([0.05, 0.5, 2.0, 8.0])
     lab = torch.tensor([[1, 2, 3, 4, 1, 0]] * 4)
     torch.testing.assert_close(net(x, sigma, lab), net(x, sigma, None), rtol=0, atol=0)
-    from latent_abstractions.losses import dsm_loss
+    from latent_abstractions.model.losses import dsm_loss
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):  # the gradient reaches the tables once the blocks' embedding projections are non-zero

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latent_abstractions.noisy_classifier import NoisyClassifier, guidance_gap_fn, train_noisy_classifier
-from latent_abstractions.sde import VESDE
+from diagnostics.noisy_classifier import NoisyClassifier, guidance_gap_fn, train_noisy_classifier
+from latent_abstractions.model.sde import VESDE
 
 torch.set_num_threads(1)
 

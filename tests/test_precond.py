@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from latent_abstractions.losses import denoiser_mse, dsm_loss, sample_sigma
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.sde import VESDE
-from latent_abstractions.train import data_statistics
+from latent_abstractions.model.losses import denoiser_mse, dsm_loss, sample_sigma
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.sde import VESDE
+from latent_abstractions.model.trainer import data_statistics
 
 torch.set_num_threads(1)
 MU, SD = [0.2, 0.5, 0.7], 0.3

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from latent_abstractions import render
-from latent_abstractions.factors import FACTORS
-from latent_abstractions.render import FLOOR, OBJECT, WALL, GridSpec
-from latent_abstractions.shapes3d import load_shapes3d, write_synthetic
+from latent_abstractions.data import render
+from latent_abstractions.data.factors import FACTORS
+from latent_abstractions.data.render import FLOOR, OBJECT, WALL, GridSpec
+from latent_abstractions.data.shapes3d import load_shapes3d, write_synthetic
 
 RES = 24
 

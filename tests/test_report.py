@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import run_snakemake
-from latent_abstractions import plotting
-from latent_abstractions.emergence import MEASUREMENTS, emergence_table, factor_order
-from latent_abstractions.factors import FACTOR_NAMES
-from latent_abstractions.report import write_report
+from latent_abstractions.report import plots as plotting
+from latent_abstractions.measure.emergence import MEASUREMENTS, emergence_table, factor_order
+from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.report.html import write_report
 
 TAUS = np.linspace(0, 1, 6)
 
@@ -38,13 +38,13 @@ def test_figures_and_self_contained_report(tmp_path):
     figs = {"probes": tmp_path / "probes.pdf", "mutual_info": tmp_path / "mutual_info.pdf",
             "forking": tmp_path / "forking.pdf", "training_loss": tmp_path / "training_loss.pdf",
             "samples_forks": tmp_path / "samples_forks.pdf"}
-    plotting.plot_probes(probes, figs["probes"])
-    plotting.plot_mutual_info(mi, figs["mutual_info"])
-    plotting.plot_forking(forking, figs["forking"])
+    plotting.draw_probes(probes, figs["probes"])
+    plotting.draw_mutual_info(mi, figs["mutual_info"])
+    plotting.draw_forking(forking, figs["forking"])
     loss = pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.0, 1.5]})
-    plotting.plot_training_loss({"uncond": loss, "cond": loss}, figs["training_loss"])
+    plotting.draw_training_loss({"uncond": loss, "cond": loss}, figs["training_loss"])
     imgs = np.random.default_rng(0).integers(0, 255, (8, 8, 8, 3), dtype=np.uint8)
-    plotting.plot_samples_forks(imgs, imgs[None, :4].repeat(2, 0), np.array([0.2, 0.6]), figs["samples_forks"])
+    plotting.draw_samples_forks(imgs, imgs[None, :4].repeat(2, 0), np.array([0.2, 0.6]), figs["samples_forks"])
     for path in figs.values():
         assert path.stat().st_size > 1000 and path.with_suffix(".png").stat().st_size > 1000
     em, agree = emergence_table({"probes": probes[probes.layer == "bottleneck"], "mutual_info": mi,
@@ -78,7 +78,7 @@ def test_single_figure_dry_run_lists_only_its_ancestors(workflow_copy):
 
 
 def test_falling_crossing_is_measured_from_the_start():
-    from latent_abstractions.emergence import crossing_tau
+    from latent_abstractions.measure.emergence import crossing_tau
 
     taus = np.array([0.0, 0.5, 1.0])
     # Entropy that falls from 0.8 to 0.2: half its fall (0.5) is reached halfway between the first two points.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_abstractions.generate import classifier_confidence, nearest_distances
+from latent_abstractions.measure.sample_quality import classifier_confidence, nearest_distances
 
 
 def test_nearest_distance_is_the_rms_gap_to_the_closest_reference():

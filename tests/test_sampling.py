@@ -4,11 +4,11 @@ an exact score, seeds, batch-size independence, stop-and-continue, recorded stat
 import pytest
 import torch
 
-from latent_abstractions.networks import NCSNpp
+from latent_abstractions.model.networks import NCSNpp
 from latent_abstractions.rng import make_generators
-from latent_abstractions.sampling import sample, time_grid
-from latent_abstractions.score import get_score_fn
-from latent_abstractions.sde import VESDE
+from latent_abstractions.model.sampling import sample, time_grid
+from latent_abstractions.model.score import get_score_fn
+from latent_abstractions.model.sde import VESDE
 
 torch.set_num_threads(1)
 SDE = VESDE(0.01, 10.0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latent_abstractions.rng import make_generators, randn_like_per_sample
-from latent_abstractions.sde import VESDE, sigma_max_from_data
+from latent_abstractions.model.sde import VESDE, sigma_max_from_data
 
 torch.set_num_threads(1)
 SDE = VESDE(0.01, 10.0)

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_abstractions import shapes3d
+from latent_abstractions.data import shapes3d
 
-from latent_abstractions.render import GridSpec
-from latent_abstractions.shapes3d import DatasetError, load_shapes3d, load_split, make_split, to_model_input, \
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import DatasetError, load_shapes3d, load_split, make_split, to_model_input, \
     write_synthetic
 
 

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_RUN_ARGS, run_snakemake
-from latent_abstractions.emergence import emergence_table, factor_order
-from latent_abstractions.factors import FACTOR_NAMES
-from latent_abstractions.features import choose_images
-from latent_abstractions.render import GridSpec
-from latent_abstractions.report import not_measurable_note
-from latent_abstractions.shapes3d import (DatasetError, load_shapes3d, load_split, make_split, validate_file,
+from latent_abstractions.measure.emergence import emergence_table, factor_order
+from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.measure.features import choose_images
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.report.html import not_measurable_note
+from latent_abstractions.data.shapes3d import (DatasetError, load_shapes3d, load_split, make_split, validate_file,
                                           write_subset, write_synthetic)
 from latent_abstractions import io
 
@@ -52,7 +52,7 @@ def test_one_shape_subset_has_shape_as_a_constant_factor(grid, tmp_path, caplog)
     full = load_shapes3d(grid)
     rows = np.random.default_rng(1).permutation(np.flatnonzero(full.label_indices[:, SHAPE] == 2))  # spheres
     write_subset(grid, tmp_path / "spheres.h5", rows)
-    with caplog.at_level(logging.WARNING, logger="latent_abstractions.shapes3d"):
+    with caplog.at_level(logging.WARNING, logger="latent_abstractions.data.shapes3d"):
         sub = load_shapes3d(tmp_path / "spheres.h5")
     assert sub.n == 32 and sub.n_levels_present == (2, 2, 2, 2, 1, 2)
     assert sub.constant_factors == ["shape"]

@@ -8,18 +8,18 @@ import pandas as pd
 import pytest
 import torch
 
-from latent_abstractions import train as train_mod
-from latent_abstractions.checkpoint import load_score_model, save_classifier, save_model
-from latent_abstractions.classifier import AttributeClassifier
-from latent_abstractions.factors import FACTOR_NAMES, N_LEVELS
-from latent_abstractions.generate import generate, sample_seeds
-from latent_abstractions.networks import NCSNpp
-from latent_abstractions.render import GridSpec
-from latent_abstractions.sde import VESDE
-from latent_abstractions.shapes3d import make_split, write_synthetic
-from latent_abstractions.score import get_score_fn
+from latent_abstractions.model import trainer as train_mod
+from latent_abstractions.model.checkpoint import load_score_model, save_classifier, save_model
+from latent_abstractions.model.classifier import AttributeClassifier
+from latent_abstractions.data.factors import FACTOR_NAMES, N_LEVELS
+from latent_abstractions.model.sampling import generate, sample_seeds
+from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.model.sde import VESDE
+from latent_abstractions.data.shapes3d import make_split, write_synthetic
+from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.stages.sample import sample_images
-from latent_abstractions.train import TrainSettings, train_score_model
+from latent_abstractions.model.trainer import TrainSettings, fit_score_model
 
 torch.set_num_threads(1)
 NET = dict(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], n_levels=[10] * 6)
@@ -41,7 +41,7 @@ def data():
 def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data, monkeypatch):
     sde = VESDE(0.01, 5.0)
     cpu = torch.device("cpu")
-    full, full_log, info = train_score_model(*data, NET, sde, settings(12), tmp_path / "a", cpu, progress=False)
+    full, full_log, info = fit_score_model(*data, NET, sde, settings(12), tmp_path / "a", cpu, progress=False)
     assert info["resumed_from"] == 0
     # the process dies right after its checkpoint at step 9, between two log rows (later work is lost) ...
     real_save = train_mod._save_checkpoint
@@ -53,10 +53,10 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
 
     monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
+        fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
     monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
     # ... and the same job run again resumes from step 9
-    resumed, resumed_log, info = train_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu,
+    resumed, resumed_log, info = fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu,
                                                    progress=False)
     assert info["resumed_from"] == 9
     for k, v in full.state_dict().items():
@@ -67,32 +67,32 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
 
 def test_checkpoint_of_other_hyperparameters_is_not_reused(tmp_path, data):
     sde = VESDE(0.01, 5.0)
-    train_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
-    _, _, info = train_score_model(*data, NET, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"),
+    fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+    _, _, info = fit_score_model(*data, NET, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"),
                                    progress=False)
     assert info["resumed_from"] == 0
 
 
 def test_checkpoint_of_another_network_version_is_not_reused(tmp_path, data):
     sde = VESDE(0.01, 5.0)
-    train_score_model(*data, NET, sde, settings(3), tmp_path, torch.device("cpu"), progress=False)
+    fit_score_model(*data, NET, sde, settings(3), tmp_path, torch.device("cpu"), progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("label_gate.")}  # an older layout
     torch.save(ckpt, tmp_path / "checkpoint.pt")
-    _, _, info = train_score_model(*data, NET, sde, settings(6), tmp_path, torch.device("cpu"), progress=False)
+    _, _, info = fit_score_model(*data, NET, sde, settings(6), tmp_path, torch.device("cpu"), progress=False)
     assert info["resumed_from"] == 0
 
 
 def test_rejects_float_images(data):
     with pytest.raises(ValueError, match="uint8"):
-        train_score_model(data[0].float(), None, NET, VESDE(0.01, 5.0), settings(1), "/nonexistent",
+        fit_score_model(data[0].float(), None, NET, VESDE(0.01, 5.0), settings(1), "/nonexistent",
                           torch.device("cpu"), progress=False)
 
 
 def test_loss_falls_over_training(tmp_path, data):
     s = TrainSettings(steps=40, batch_size=16, lr=2e-3, warmup_steps=5, grad_clip=1.0, ema_decay=0.9,
                       checkpoint_every=40, log_every=5, seed=0)
-    _, log, _ = train_score_model(data[0], None, {**NET, "n_levels": None}, VESDE(0.01, 5.0), s, tmp_path,
+    _, log, _ = fit_score_model(data[0], None, {**NET, "n_levels": None}, VESDE(0.01, 5.0), s, tmp_path,
                                   torch.device("cpu"), progress=False)
     assert list(log.columns) == ["step", "loss", "lr", "images_seen", "seconds"]
     assert log["images_seen"].iloc[-1] == 40 * 16 and log["lr"].iloc[-1] == pytest.approx(2e-3)
@@ -104,22 +104,22 @@ def test_loss_falls_over_training(tmp_path, data):
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path, data):
     sde = VESDE(0.01, 5.0)
-    train_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+    fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="checkpoint.pt"):
-        train_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+        fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
 
 
 def test_extending_a_finished_run_continues_it(tmp_path, data):
     sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
-    longer, _, _ = train_score_model(*data, NET, sde, settings(10), tmp_path / "a", cpu, progress=False)
-    train_score_model(*data, NET, sde, settings(5), tmp_path / "b", cpu, progress=False)  # ends off the cadence
-    extended, log, info = train_score_model(*data, NET, sde, settings(10), tmp_path / "b", cpu, progress=False)
+    longer, _, _ = fit_score_model(*data, NET, sde, settings(10), tmp_path / "a", cpu, progress=False)
+    fit_score_model(*data, NET, sde, settings(5), tmp_path / "b", cpu, progress=False)  # ends off the cadence
+    extended, log, info = fit_score_model(*data, NET, sde, settings(10), tmp_path / "b", cpu, progress=False)
     assert info["resumed_from"] == 5
     for k, v in longer.state_dict().items():
         assert torch.equal(v, extended.state_dict()[k]), k
     # a checkpoint past the steps asked for is not used
-    _, _, info = train_score_model(*data, NET, sde, settings(6), tmp_path / "b", cpu, progress=False)
+    _, _, info = fit_score_model(*data, NET, sde, settings(6), tmp_path / "b", cpu, progress=False)
     assert info["resumed_from"] == 0
 
 

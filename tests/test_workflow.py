@@ -70,8 +70,8 @@ def test_dataset_source_path_uses_the_users_file(workflow_copy, tmp_path):
     (workflow_copy / "path.yaml").write_text(f"dataset: {{source: path, path: {missing}}}\n")
     proc = run_snakemake(workflow_copy, "-n", *TINY, "path.yaml", check=False, timeout=120)
     assert proc.returncode != 0 and "dataset.path" in proc.stdout + proc.stderr and str(missing) in proc.stdout + proc.stderr
-    from latent_abstractions.render import GridSpec
-    from latent_abstractions.shapes3d import write_synthetic
+    from latent_abstractions.data.render import GridSpec
+    from latent_abstractions.data.shapes3d import write_synthetic
 
     mine = tmp_path / "mine.h5"
     write_synthetic(mine, GridSpec.from_counts(8, [2] * 6), progress=False)

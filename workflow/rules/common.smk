@@ -18,7 +18,7 @@ from latent_abstractions.config import check_config_or_exit  # noqa: E402
 check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), WorkflowError)
 
 from latent_abstractions import SCORE_MODELS  # noqa: E402
-from latent_abstractions.factors import FACTOR_NAMES  # noqa: E402
+from latent_abstractions.data.factors import FACTOR_NAMES  # noqa: E402
 from latent_abstractions.taus import tau_grid  # noqa: E402
 
 RUN = config["run_name"]
@@ -137,7 +137,7 @@ def get_benchmarks():
         rules.fit_linear_probes.benchmark,
         rules.estimate_mutual_information.benchmark,
         rules.run_forking.benchmark,
-        rules.exact_filter.benchmark,
+        rules.compute_exact_filter.benchmark,
     ]
     if config["dataset"]["source"] == "synthetic":
         files.append(rules.render_shapes3d.benchmark)
@@ -156,7 +156,7 @@ def get_final_outputs():
         rules.estimate_mutual_information.output.table,
         rules.run_forking.output.table,
         rules.run_forking.output.strips,
-        rules.exact_filter.output.table,
+        rules.compute_exact_filter.output.table,
         rules.make_report.output.html,
         rules.plot_probes.output.pdf,
         rules.plot_mutual_info.output.pdf,

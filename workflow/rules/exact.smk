@@ -2,7 +2,7 @@
 # needed for the maths; the SDE is read from the unconditional model so that the curves share its path).
 
 
-rule exact_filter:
+rule compute_exact_filter:
     input:
         h5=get_dataset(),
         split=rules.split_dataset.output.split,
@@ -10,9 +10,9 @@ rule exact_filter:
     output:
         table=f"{RESULTS}/tables/exact_filter.parquet",
     log:
-        f"{LOGS}/exact_filter/exact_filter.log",
+        f"{LOGS}/compute_exact_filter/compute_exact_filter.log",
     benchmark:
-        f"{BENCH}/exact_filter/exact_filter.tsv"
+        f"{BENCH}/compute_exact_filter/compute_exact_filter.tsv"
     params:
         n_samples=cfg("exact_filter/n_samples"),
         mixtures=cfg("exact_filter/mixtures"),
@@ -29,4 +29,4 @@ rule exact_filter:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/exact_filter.py"
+        "../scripts/compute_exact_filter.py"

@@ -6,7 +6,7 @@ rule plot_probes:
     localrule: True
     input:
         probes=rules.fit_linear_probes.output.table,
-        exact=rules.exact_filter.output.table,
+        exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/probes.pdf",
         png=report(f"{RESULTS}/figures/probes.png", caption="../report/probes.rst", category="Measurements"),
@@ -25,7 +25,7 @@ rule plot_mutual_info:
     localrule: True
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
-        exact=rules.exact_filter.output.table,
+        exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/mutual_info.pdf",
         png=report(
@@ -46,7 +46,7 @@ rule plot_forking:
     localrule: True
     input:
         forking=rules.run_forking.output.table,
-        exact=rules.exact_filter.output.table,
+        exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/forking.pdf",
         png=report(f"{RESULTS}/figures/forking.png", caption="../report/forking.rst", category="Measurements"),
@@ -108,7 +108,7 @@ rule make_emergence_table:
         probes=rules.fit_linear_probes.output.table,
         mutual_info=rules.estimate_mutual_information.output.table,
         forking=rules.run_forking.output.table,
-        exact=rules.exact_filter.output.table,
+        exact=rules.compute_exact_filter.output.table,
     output:
         table=f"{RESULTS}/tables/emergence.parquet",
         agreement=f"{RESULTS}/tables/emergence_agreement.parquet",
@@ -134,7 +134,7 @@ rule plot_agreement:
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
         forking=rules.run_forking.output.table,
-        exact=rules.exact_filter.output.table,
+        exact=rules.compute_exact_filter.output.table,
         exact_gaps=rules.make_emergence_table.output.exact_gaps,
     output:
         pdf=f"{RESULTS}/figures/agreement.pdf",
@@ -163,7 +163,7 @@ rule make_report:
         training_loss=rules.plot_training_loss.output.png,
         emergence=rules.make_emergence_table.output.table,
         agreement=rules.make_emergence_table.output.agreement,
-        exact=rules.exact_filter.output.table,
+        exact=rules.compute_exact_filter.output.table,
         exact_gaps=rules.make_emergence_table.output.exact_gaps,
         classifier=rules.train_classifier.output.accuracy,
         scores=expand(rules.sample_images.output.scores, model=MODELS),

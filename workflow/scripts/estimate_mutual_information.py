@@ -3,7 +3,7 @@
 from latent_abstractions.runtime import rule_logging, select_device
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.measure import estimate_mutual_information
+    from latent_abstractions.stages.measurements import estimate_mutual_information
 
     inp, par = snakemake.input, snakemake.params
     estimate_mutual_information(inp.model, inp.hparams, inp.h5, inp.split, snakemake.output.table, taus=par.taus,

@@ -3,7 +3,7 @@
 from latent_abstractions.runtime import rule_logging, select_device
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.measure import extract_features
+    from latent_abstractions.stages.measurements import extract_features
 
     inp, par = snakemake.input, snakemake.params
     extract_features(inp.model, inp.hparams, inp.h5, inp.split, snakemake.output.features, taus=par.taus,

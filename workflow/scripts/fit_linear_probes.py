@@ -3,7 +3,7 @@
 from latent_abstractions.runtime import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.probes import fit_linear_probes
+    from latent_abstractions.stages.linear_probes import fit_linear_probes
 
     par = snakemake.params
     fit_linear_probes(snakemake.input.features, snakemake.output.table, C=par.C, max_iter=par.max_iter,

@@ -3,7 +3,7 @@
 from latent_abstractions.runtime import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.report import make_emergence_table
+    from latent_abstractions.stages.reporting import make_emergence_table
 
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     make_emergence_table(inp.probes, inp.mutual_info, inp.forking, inp.exact, out.table, out.agreement,

@@ -3,7 +3,7 @@
 from latent_abstractions.runtime import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.report import make_report
+    from latent_abstractions.stages.reporting import make_report
 
     inp, par = snakemake.input, snakemake.params
     make_report(snakemake.output.html,

@@ -3,6 +3,6 @@
 from latent_abstractions.runtime import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.data import plot_contact_sheet
+    from latent_abstractions.stages.dataset import plot_contact_sheet
 
     plot_contact_sheet(snakemake.input.h5, snakemake.output.png, seed=snakemake.params.seed)

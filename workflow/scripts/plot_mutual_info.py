@@ -3,6 +3,6 @@
 from latent_abstractions.runtime import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.report import plot_mutual_info
+    from latent_abstractions.stages.reporting import plot_mutual_info
 
     plot_mutual_info(snakemake.input.mutual_info, snakemake.input.exact, snakemake.output.pdf)

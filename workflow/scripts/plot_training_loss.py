@@ -3,6 +3,6 @@
 from latent_abstractions.runtime import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.report import plot_training_loss
+    from latent_abstractions.stages.reporting import plot_training_loss
 
     plot_training_loss(dict(zip(snakemake.params.models, snakemake.input.losses)), snakemake.output.pdf)

@@ -3,7 +3,7 @@
 from latent_abstractions.runtime import rule_logging, select_device
 
 with rule_logging(snakemake.log[0], snakemake.rule):
-    from latent_abstractions.stages.measure import run_forking
+    from latent_abstractions.stages.measurements import run_forking
 
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     run_forking(inp.model, inp.hparams, inp.classifier, inp.classifier_hparams, out.table, out.strips,

@@ -9,15 +9,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checkpoint import load_classifier, load_score_model
-from ..classifier import predict
-from ..factors import FACTOR_NAMES
-from ..generate import classifier_confidence, generate, nearest_distances, sample_seeds, tv_to_uniform
+from ..model.checkpoint import load_classifier, load_score_model
+from ..model.classifier import predict
+from ..data.factors import FACTOR_NAMES
+from ..model.sampling import generate, sample_seeds
+from ..measure.sample_quality import classifier_confidence, nearest_distances, tv_to_uniform
 from ..io import atomic_path, write_parquet
-from ..plotting import image_grid
+from ..report.plots import image_grid
 from ..rng import seeded_subset
-from ..score import get_score_fn
-from ..shapes3d import load_shapes3d, load_split, to_model_input
+from ..model.score import get_score_fn
+from ..data.shapes3d import load_shapes3d, load_split, to_model_input
 from .tables import TIME_CONVENTION
 
 log = logging.getLogger(__name__)

@@ -8,15 +8,15 @@ import logging
 import torch
 
 from .. import SCORE_MODELS
-from ..checkpoint import save_classifier, save_model
-from ..classifier import accuracy_table, train_classifier as fit_classifier
-from ..factors import N_LEVELS
+from ..model.checkpoint import save_classifier, save_model
+from ..model.classifier import accuracy_table, fit_classifier
+from ..data.factors import N_LEVELS
 from ..io import write_parquet
 from ..locking import check_state_free, state_lock
 from ..rng import derive_seed
-from ..sde import VESDE, sigma_max_from_data
-from ..shapes3d import load_shapes3d, load_split
-from ..train import TrainSettings, data_statistics, train_score_model as fit_score_model
+from ..model.sde import VESDE, sigma_max_from_data
+from ..data.shapes3d import load_shapes3d, load_split
+from ..model.trainer import TrainSettings, data_statistics, fit_score_model
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,95 @@
+"""Forking: when along the generative path is each factor committed?
+
+N base trajectories start from the prior (tau = 0, noise). At each tau of the grid, K forks continue from the
+base's state at tau with fresh noise to tau = 1 (data); the attribute classifier labels every fork's final
+image. Per factor, the entropy of the K fork labels, normalised by log(levels present), measures how undecided
+the factor still is at tau: 1 = every level equally likely, 0 = all forks agree. Averaged over base
+trajectories, with a percentile bootstrap CI over them.
+
+Forks run WITHOUT the Langevin corrector by default (``corrector=False``: the reverse-diffusion predictor
+alone): with the exact score the predictor's end point follows p(phi | Y_tau), while one corrector step per
+grid point (snr 0.16) does not preserve that law (measured on the default 24x24 grid: TV up to 0.17 at 200
+steps, shape entropy 0.29 -> 0.76 nats). The base paths use the same sampler, so the state a fork starts from
+has the law the measurement assumes.
+
+The entropy is the plug-in entropy of the K labels, which is biased low by about (L - 1) / (2K) nats even for
+a perfect model; the curve to compare it with is the exact filter's expectation of the same plug-in estimator
+at the same K (exact_filter.expected_plugin_entropy), not the K = infinity entropy.
+
+Each base trajectory is integrated once, recording its state at every grid tau (the prefix is shared), and
+the N * K forks of one tau run as one batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..rng import derive_seeds, make_generators
+from ..model.sampling import sample, time_grid
+
+
+def path_grid(steps: int, taus: np.ndarray, eps: float = 1e-5) -> torch.Tensor:
+    """The sampler grid with the measurement taus inserted (taus >= 1 - eps map to the last point)."""
+    base = time_grid(steps, eps=eps).numpy()
+    pts = np.unique(np.concatenate([base, np.minimum(taus, base[-1])]).round(12))
+    return torch.tensor(pts, dtype=torch.float64)
+
+
+def normalised_entropy(labels: np.ndarray, n_levels: int) -> float:
+    """Entropy of the empirical distribution of ``labels`` divided by log(n_levels) (0 if n_levels == 1)."""
+    if n_levels < 2:
+        return 0.0
+    _, counts = np.unique(labels, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(n_levels))
+
+
+def fork_entropies(fork_labels: np.ndarray, n_levels: list[int]) -> np.ndarray:
+    """(n_base, n_forks, 6) labels -> (n_base, 6) normalised entropies."""
+    return np.array([[normalised_entropy(fork_labels[b, :, k], n_levels[k]) for k in range(fork_labels.shape[2])]
+                     for b in range(fork_labels.shape[0])])
+
+
+@torch.no_grad()
+def fork_labels(score_fn: Callable, sde, classify: Callable, *, shape: tuple[int, ...], taus: np.ndarray,
+                n_base: int, n_forks: int, steps: int, method: str, snr: float, seed: int, device: torch.device,
+                keep_images: set[int] = frozenset(), corrector: bool = False
+                ) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+    """Integrate n_base base paths once, fork each K times at every tau, label every fork's final image.
+
+    Args:
+        score_fn: ``score(x, t, labels=None)`` at forward time t = 1 - tau.
+        sde: the VE SDE (``prior_sampling``, ``sigma``).
+        classify: final images (B, *shape) in [0, 1] -> (B, F) LongTensor of level indices.
+        shape: one image's shape (C, H, W).
+        taus: generative times of the forks (0 = noise, 1 = data).
+        keep_images: tau indices whose forks of base 0 are returned.
+        corrector: with method "pc", also run its Langevin corrector (one step per grid point) on the base
+            paths and the forks; False (the default) runs the reverse-diffusion predictor alone.
+
+    Returns:
+        (labels (len(taus), n_base, n_forks, F), {tau index: (n_forks, *shape) final images of base 0}).
+    """
+    grid = path_grid(steps, taus)
+    # each tau's grid index (path_grid puts every tau on the grid; taus >= 1 - eps map to the last point)
+    at = [int(np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))) for t in taus]
+    base_seeds = derive_seeds(seed, "sample", n_base)
+    gens = make_generators(base_seeds, device)
+    x = sde.prior_sampling((n_base, *shape), gens, device)
+    n_corr = 1 if corrector else 0
+    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at,
+                  denoise=False)
+    out, kept = [], {}
+    for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
+        state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
+        fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
+        finals = sample(score_fn, sde, state, grid[i:], make_generators(fork_seeds, device),
+                        method=method, snr=snr, n_corrector=n_corr).x
+        out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
+        if j in keep_images:
+            kept[j] = finals[:n_forks].cpu()
+    return np.stack(out), kept
