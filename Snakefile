@@ -31,6 +31,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     default_target: True
-    localrule: True
     input:
         get_final_outputs(),
+    localrule: True

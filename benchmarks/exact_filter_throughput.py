@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latent_abstractions.measure.exact_filter import level_codes
 from latent_abstractions.data.factors import N_LEVELS
 from latent_abstractions.data.render import GridSpec
-from latent_abstractions.rng import seeded_subset
-from latent_abstractions.model.sde import VESDE, sigma_max_from_data
 from latent_abstractions.data.shapes3d import load_shapes3d, to_model_input, write_synthetic
+from latent_abstractions.measure.exact_filter import level_codes
+from latent_abstractions.model.sde import VESDE, sigma_max_from_data
+from latent_abstractions.rng import seeded_subset
 from latent_abstractions.stages.exact import filter_table
 from latent_abstractions.taus import tau_grid
 
@@ -76,27 +76,50 @@ else:
 sde = VESDE(0.01, sigma_max)
 taus = tau_grid(0.0, 1.0, args.n_taus)
 peak_before = gemm_peak(d)
-print(f"float64 GEMM peak before: {peak_before:.1f} GFLOP/s  (threads {torch.get_num_threads()}, "
-      f"load average {load_before[0]:.2f})", flush=True)
+print(
+    f"float64 GEMM peak before: {peak_before:.1f} GFLOP/s  (threads {torch.get_num_threads()}, "
+    f"load average {load_before[0]:.2f})",
+    flush=True,
+)
 t0 = time.perf_counter()
-df = filter_table(data, members, sde, taus, n_samples=args.n_samples, n_forks=args.n_forks,
-                  chunk_size=args.chunk_size, seed=args.seed, device=torch.device("cpu"),
-                  codes_present=level_codes(data.label_indices))
+df = filter_table(
+    data,
+    members,
+    sde,
+    taus,
+    n_samples=args.n_samples,
+    n_forks=args.n_forks,
+    chunk_size=args.chunk_size,
+    seed=args.seed,
+    device=torch.device("cpu"),
+    codes_present=level_codes(data.label_indices),
+)
 wall = time.perf_counter() - t0
 load_after = os.getloadavg()
 peak_after = gemm_peak(d)
-n, q, t = len(members), args.n_samples, len(taus) + 1     # + the sigma_max evaluation
+n, q, t = len(members), args.n_samples, len(taus) + 1  # + the sigma_max evaluation
 flops = 2 * (2 * q) * n * d + 2 * q * n * sum(N_LEVELS) * t  # the Gram + z.x GEMM, the level sums
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 df = df.assign(mixture="all", n_images=n, n_samples=q, n_forks=args.n_forks, seed=args.seed)
 df.to_parquet(out / "exact_filter_full.parquet", index=False)
-stats = {"images": n, "resolution": data.resolution, "queries": q, "taus": len(taus), "wall_s": round(wall, 1),
-         "samples_per_s": round(q / wall, 2), "gflops_achieved": round(flops / wall / 1e9, 1),
-         "gemm_peak_gflops_before": round(peak_before, 1), "gemm_peak_gflops_after": round(peak_after, 1),
-         "fraction_of_peak": round(flops / wall / 1e9 / max(peak_before, peak_after), 3),
-         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-         "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in load_after],
-         "sigma_min": 0.01, "sigma_max": sigma_max, "cpu_threads": torch.get_num_threads()}
+stats = {
+    "images": n,
+    "resolution": data.resolution,
+    "queries": q,
+    "taus": len(taus),
+    "wall_s": round(wall, 1),
+    "samples_per_s": round(q / wall, 2),
+    "gflops_achieved": round(flops / wall / 1e9, 1),
+    "gemm_peak_gflops_before": round(peak_before, 1),
+    "gemm_peak_gflops_after": round(peak_after, 1),
+    "fraction_of_peak": round(flops / wall / 1e9 / max(peak_before, peak_after), 3),
+    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    "load_before": [round(v, 2) for v in load_before],
+    "load_after": [round(v, 2) for v in load_after],
+    "sigma_min": 0.01,
+    "sigma_max": sigma_max,
+    "cpu_threads": torch.get_num_threads(),
+}
 (out / "benchmark.json").write_text(json.dumps(stats, indent=1) + "\n")
 print(" ".join(f"{k}: {v}" for k, v in stats.items()))

@@ -23,6 +23,8 @@ t0 = time.perf_counter()
 write_synthetic(args.out, spec)
 dt = time.perf_counter() - t0
 size = os.path.getsize(args.out)
-print(f"images: {spec.n_images}  resolution: {args.resolution}  time: {dt:.1f} s  "
-      f"({spec.n_images / dt:.0f} img/s)  file: {size / 2**20:.1f} MiB  "
-      f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+print(
+    f"images: {spec.n_images}  resolution: {args.resolution}  time: {dt:.1f} s  "
+    f"({spec.n_images / dt:.0f} img/s)  file: {size / 2**20:.1f} MiB  "
+    f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
+)

@@ -41,8 +41,14 @@ args = parser.parse_args()
 cfg = yaml.safe_load(open(args.config))
 m = cfg["score_model"]
 res = args.resolution or cfg["dataset"].get("synthetic", {}).get("resolution", 64)
-net_kwargs = dict(img_resolution=res, nf=m["nf"], ch_mult=m["ch_mult"], num_res_blocks=m["num_res_blocks"],
-                  attn_resolutions=m["attn_resolutions"], dropout=m.get("dropout", 0.0))
+net_kwargs = dict(
+    img_resolution=res,
+    nf=m["nf"],
+    ch_mult=m["ch_mult"],
+    num_res_blocks=m["num_res_blocks"],
+    attn_resolutions=m["attn_resolutions"],
+    dropout=m.get("dropout", 0.0),
+)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 sde = VESDE(0.01, 110.0)
 
@@ -56,9 +62,19 @@ flops_per_image = counter.get_total_flops() / 8
 del net
 
 images = torch.randint(0, 256, (4096, 3, res, res), dtype=torch.uint8)
-settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=2e-4, warmup_steps=10, grad_clip=1.0,
-                         ema_decay=0.999, checkpoint_every=10**9, log_every=args.warmup, bf16=not args.no_bf16,
-                         compile=args.compile, seed=0)
+settings = TrainSettings(
+    steps=args.steps,
+    batch_size=args.batch_size,
+    lr=2e-4,
+    warmup_steps=10,
+    grad_clip=1.0,
+    ema_decay=0.999,
+    checkpoint_every=10**9,
+    log_every=args.warmup,
+    bf16=not args.no_bf16,
+    compile=args.compile,
+    seed=0,
+)
 if args.steps <= args.warmup:
     raise SystemExit("--steps must exceed --warmup")
 if device.type == "cuda":
@@ -74,8 +90,12 @@ ips = steps_timed * args.batch_size / (last["seconds"] - first["seconds"])
 tflops = ips * flops_per_image / 1e12
 peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-print(f"device: {name}  resolution: {res}  params: {n_params / 1e6:.2f} M  batch: {args.batch_size}  "
-      f"bf16: {not args.no_bf16}  compile: {args.compile}")
+print(
+    f"device: {name}  resolution: {res}  params: {n_params / 1e6:.2f} M  batch: {args.batch_size}  "
+    f"bf16: {not args.no_bf16}  compile: {args.compile}"
+)
 print(f"GFLOP per training image (fwd+bwd): {flops_per_image / 1e9:.1f}")
-print(f"images/s: {ips:.0f}  achieved: {tflops:.1f} TFLOP/s  MFU: {100 * tflops / args.peak_tflops:.1f}% "
-      f"of {args.peak_tflops:.0f}  peak memory: {peak_mem:.1f} GiB  (timed {steps_timed} steps, total {wall:.0f} s)")
+print(
+    f"images/s: {ips:.0f}  achieved: {tflops:.1f} TFLOP/s  MFU: {100 * tflops / args.peak_tflops:.1f}% "
+    f"of {args.peak_tflops:.0f}  peak memory: {peak_mem:.1f} GiB  (timed {steps_timed} steps, total {wall:.0f} s)"
+)

@@ -28,21 +28,26 @@ import argparse
 import numpy as np
 import torch
 
-from latent_abstractions.model.checkpoint import load_score_model
+from latent_abstractions.data.shapes3d import load_shapes3d, load_split, to_model_input
 from latent_abstractions.measure.exact_filter import exact_score_fn
+from latent_abstractions.model.checkpoint import load_score_model
 from latent_abstractions.model.losses import denoiser_mse
 from latent_abstractions.rng import seeded_subset
-from latent_abstractions.data.shapes3d import load_shapes3d, load_split, to_model_input
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("model_dir", help="a score model's directory (model.pt + hparams.json)")
 parser.add_argument("h5")
 parser.add_argument("split")
-parser.add_argument("--n-images", type=int, default=256, help="held-out images (a seeded random subset of the test split)")
+parser.add_argument(
+    "--n-images", type=int, default=256, help="held-out images (a seeded random subset of the test split)"
+)
 parser.add_argument("--sigmas", type=float, nargs="+", default=[0.01, 0.05, 0.2, 0.5, 1, 2, 5, 10, 25])
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--exact", action="store_true",
-                    help="add the exact denoiser of the training split (holds the split in memory as float64)")
+parser.add_argument(
+    "--exact",
+    action="store_true",
+    help="add the exact denoiser of the training split (holds the split in memory as float64)",
+)
 args = parser.parse_args()
 
 model = load_score_model(f"{args.model_dir}/model.pt", f"{args.model_dir}/hparams.json")

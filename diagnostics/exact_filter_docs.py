@@ -18,18 +18,25 @@ parser.add_argument("figure")
 args = parser.parse_args()
 df = pd.read_parquet(args.table)
 n, q = int(df["n_images"].iloc[0]), int(df["n_samples"].iloc[0])
-draw_exact_filter(df, args.figure, title=f"Exact filter of the full Shapes3D grid ({n:,} images, 64x64; "
-                                         f"{q} query states per τ)")
+draw_exact_filter(
+    df, args.figure, title=f"Exact filter of the full Shapes3D grid ({n:,} images, 64x64; {q} query states per τ)"
+)
 rows = []
 for factor, d in df.groupby("factor", sort=False):
     d = d.sort_values("tau")
     t, mi = d["tau"].to_numpy(), d["mi"].to_numpy()
-    rows.append({"factor": factor, "levels": int(d["n_levels"].iloc[0]),
-                 "τ at 50% of exact MI": crossing_tau(t, mi, 0.5, True),
-                 "τ at 90%": crossing_tau(t, mi, 0.9, True),
-                 "τ Bayes acc. 50% of range": crossing_tau(t, d["bayes_accuracy"].to_numpy(), 0.5, True),
-                 "I(Y_0) [nats]": float(d["mi_at_noise"].iloc[0]), "log L [nats]": float(d["ceiling"].iloc[0]),
-                 "max MI s.e.": float(d["mi_se"].max())})
+    rows.append(
+        {
+            "factor": factor,
+            "levels": int(d["n_levels"].iloc[0]),
+            "τ at 50% of exact MI": crossing_tau(t, mi, 0.5, True),
+            "τ at 90%": crossing_tau(t, mi, 0.9, True),
+            "τ Bayes acc. 50% of range": crossing_tau(t, d["bayes_accuracy"].to_numpy(), 0.5, True),
+            "I(Y_0) [nats]": float(d["mi_at_noise"].iloc[0]),
+            "log L [nats]": float(d["ceiling"].iloc[0]),
+            "max MI s.e.": float(d["mi_se"].max()),
+        }
+    )
 table = pd.DataFrame(rows).sort_values("τ at 50% of exact MI")
 print(table.to_markdown(index=False, floatfmt=".3f"))
 wide = df.pivot(index="tau", columns="factor", values="mi").round(3)

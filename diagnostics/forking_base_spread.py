@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from latent_abstractions.measure.exact_filter import expected_plugin_entropy
 from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.measure.exact_filter import expected_plugin_entropy
 from latent_abstractions.measure.forking import normalised_entropy
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

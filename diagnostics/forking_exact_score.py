@@ -42,14 +42,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.data.shapes3d import load_shapes3d, to_model_input
+from latent_abstractions.io import read_parquet_metadata
+from latent_abstractions.measure.exact_filter import exact_score_fn
+from latent_abstractions.measure.forking import fork_entropies, fork_labels
 from latent_abstractions.model.checkpoint import load_classifier, load_score_model
 from latent_abstractions.model.classifier import predict
-from latent_abstractions.measure.exact_filter import exact_score_fn
-from latent_abstractions.data.factors import FACTOR_NAMES
-from latent_abstractions.measure.forking import fork_entropies, fork_labels
-from latent_abstractions.io import read_parquet_metadata
 from latent_abstractions.model.score import get_score_fn
-from latent_abstractions.data.shapes3d import load_shapes3d, to_model_input
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after run_forking")
@@ -67,18 +67,31 @@ taus = np.sort(run["tau"].unique())
 data = load_shapes3d(res / "data/shapes3d.h5")
 images = to_model_input(data.images(np.arange(data.n)))
 n_levels = [len(v) for v in clf.hparams["levels_present"]]
-common = dict(shape=tuple(images.shape[1:]), taus=taus, n_base=args.n_base, n_forks=int(run["n_forks"].iloc[0]),
-              steps=int(sampler["steps"]), method=sampler["method"], snr=float(sampler["snr"]),
-              corrector=bool(sampler["corrector"]), seed=int(run["seed"].iloc[0]), device=torch.device("cpu"))
+common = dict(
+    shape=tuple(images.shape[1:]),
+    taus=taus,
+    n_base=args.n_base,
+    n_forks=int(run["n_forks"].iloc[0]),
+    steps=int(sampler["steps"]),
+    method=sampler["method"],
+    snr=float(sampler["snr"]),
+    corrector=bool(sampler["corrector"]),
+    seed=int(run["seed"].iloc[0]),
+    device=torch.device("cpu"),
+)
 curves = {}
-for name, score in (("network", get_score_fn(model.net, model.sde)),
-                    ("exact score", exact_score_fn(images, data.label_indices, model.sde))):
+for name, score in (
+    ("network", get_score_fn(model.net, model.sde)),
+    ("exact score", exact_score_fn(images, data.label_indices, model.sde)),
+):
     with torch.no_grad():
         labels, _ = fork_labels(score, model.sde, lambda x: predict(clf.net, x), **common)
     curves[name] = np.stack([fork_entropies(labels[j], n_levels).mean(0) for j in range(len(taus))])  # (tau, F)
 print(f"{'tau':>5}  " + "  ".join(f"{f:>16s}" for f in FACTOR_NAMES) + "   (network / exact score / reference)")
 for j, tau in enumerate(taus):
     ref = exact[np.isclose(exact["tau"], tau)].set_index("factor")["entropy_k"]
-    cells = [f"{curves['network'][j, k]:.2f}/{curves['exact score'][j, k]:.2f}/{ref[f]:.2f}"
-             for k, f in enumerate(FACTOR_NAMES)]
+    cells = [
+        f"{curves['network'][j, k]:.2f}/{curves['exact score'][j, k]:.2f}/{ref[f]:.2f}"
+        for k, f in enumerate(FACTOR_NAMES)
+    ]
     print(f"{tau:5.2f}  " + "  ".join(f"{c:>16s}" for c in cells))

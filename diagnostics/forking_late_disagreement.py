@@ -39,12 +39,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latent_abstractions.model.checkpoint import load_classifier, load_score_model
 from latent_abstractions.data.factors import FACTOR_NAMES
-from latent_abstractions.measure.forking import fork_entropies, fork_labels
-from latent_abstractions.io import read_parquet_metadata
-from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.data.shapes3d import load_shapes3d, to_model_input
+from latent_abstractions.io import read_parquet_metadata
+from latent_abstractions.measure.forking import fork_entropies, fork_labels
+from latent_abstractions.model.checkpoint import load_classifier, load_score_model
+from latent_abstractions.model.score import get_score_fn
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after run_forking")
@@ -77,11 +77,21 @@ def classify(x: torch.Tensor) -> torch.Tensor:
 
 
 with torch.no_grad():
-    labels, _ = fork_labels(get_score_fn(model.net, model.sde), model.sde, classify,
-                            shape=(3, res_px, res_px),
-                            taus=taus, n_base=n_base, n_forks=k, steps=int(sampler["steps"]), method=sampler["method"],
-                            snr=float(sampler["snr"]), corrector=bool(sampler["corrector"]),
-                            seed=int(run["seed"].iloc[0]), device=torch.device("cpu"))
+    labels, _ = fork_labels(
+        get_score_fn(model.net, model.sde),
+        model.sde,
+        classify,
+        shape=(3, res_px, res_px),
+        taus=taus,
+        n_base=n_base,
+        n_forks=k,
+        steps=int(sampler["steps"]),
+        method=sampler["method"],
+        snr=float(sampler["snr"]),
+        corrector=bool(sampler["corrector"]),
+        seed=int(run["seed"].iloc[0]),
+        device=torch.device("cpu"),
+    )
 table = run.set_index(["tau", "factor"])["entropy"]
 again = np.stack([fork_entropies(labels[j], n_levels).mean(0) for j in range(len(taus))])
 expected = np.array([[table[(t, f)] for f in FACTOR_NAMES] for t in taus])
@@ -98,15 +108,17 @@ def nearest_grid_image(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 nearest = [nearest_grid_image(images) for images, _ in kept]  # per tau, computed once for both tables
-print(f"{'tau':>5} {'factor':<12} {'split':>5} {'nn split':>8} {'fork RMS split':>14} {'fork RMS all':>12} "
-      f"{'top p split':>11} {'nn dist':>7}")
+print(
+    f"{'tau':>5} {'factor':<12} {'split':>5} {'nn split':>8} {'fork RMS split':>14} {'fork RMS all':>12} "
+    f"{'top p split':>11} {'nn dist':>7}"
+)
 for j, tau in enumerate(taus):
     if tau < args.min_tau:
         continue
     images, top = kept[j]
     nn_dist, nn_labels = nearest[j][0], nearest[j][1].reshape(n_base, k, -1)
     per_base = images.reshape(n_base, k, -1).double()
-    pair = torch.cdist(per_base, per_base).div(per_base.shape[-1] ** 0.5)            # RMS distances (n_base, K, K)
+    pair = torch.cdist(per_base, per_base).div(per_base.shape[-1] ** 0.5)  # RMS distances (n_base, K, K)
     mean_pair = (pair.sum((1, 2)) / (k * (k - 1))).numpy()
     top = top.reshape(n_base, k, -1).numpy()
     for f, factor in enumerate(FACTOR_NAMES):
@@ -114,9 +126,11 @@ for j, tau in enumerate(taus):
         nn_split = np.array([len(set(nn_labels[b, :, f])) > 1 for b in range(n_base)])
         if not split.any():
             continue
-        print(f"{tau:5.2f} {factor:<12} {split.sum():5d} {int((nn_split & split).sum()):8d} "
-              f"{np.median(mean_pair[split]):14.3f} {np.median(mean_pair):12.3f} {top[split, :, f].mean():11.2f} "
-              f"{np.median(nn_dist.reshape(n_base, k)[split]):7.3f}")
+        print(
+            f"{tau:5.2f} {factor:<12} {split.sum():5d} {int((nn_split & split).sum()):8d} "
+            f"{np.median(mean_pair[split]):14.3f} {np.median(mean_pair):12.3f} {top[split, :, f].mean():11.2f} "
+            f"{np.median(nn_dist.reshape(n_base, k)[split]):7.3f}"
+        )
 
 # the whole curve with each labeller, against the exact filter's K-fork reference and its 95% range
 exact = pd.read_parquet(res / "tables/exact_filter.parquet")
@@ -133,11 +147,17 @@ for j, tau in enumerate(taus):
             ok = e["entropy_k_low"] - 1e-9 <= v <= e["entropy_k_high"] + 1e-9
             inside[name][f] += ok
             marks.append(f"{v:.2f}{' ' if ok else '*'}")
-        cells.append(f"{marks[0]}/{marks[1]}/{e['entropy_k']:.2f} "
-                     f"[{e['entropy_k_low']:.2f}, {e['entropy_k_high']:.2f}]")
+        cells.append(
+            f"{marks[0]}/{marks[1]}/{e['entropy_k']:.2f} [{e['entropy_k_low']:.2f}, {e['entropy_k_high']:.2f}]"
+        )
     print(f"{tau:5.2f}  " + "  ".join(cells))
-first = np.array([exact.loc[(f, min(exact.loc[f].index, key=lambda t: abs(t - taus[0]))), "entropy_k"]
-                  for f in FACTOR_NAMES])
+first = np.array(
+    [exact.loc[(f, min(exact.loc[f].index, key=lambda t: abs(t - taus[0]))), "entropy_k"] for f in FACTOR_NAMES]
+)
 for (name, counts), curve in zip(inside.items(), (again, nn_curve)):
-    print(f"taus inside the range, {name} labels: " + ", ".join(f"{f} {c}" for f, c in zip(FACTOR_NAMES, counts))
-          + "; at the first tau, learned - reference: " + ", ".join(f"{v:+.3f}" for v in curve[0] - first))
+    print(
+        f"taus inside the range, {name} labels: "
+        + ", ".join(f"{f} {c}" for f, c in zip(FACTOR_NAMES, counts))
+        + "; at the first tau, learned - reference: "
+        + ", ".join(f"{v:+.3f}" for v in curve[0] - first)
+    )

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latent_abstractions.measure.exact_filter import entropy, level_codes, level_posteriors
 from latent_abstractions.data.factors import FACTOR_NAMES
 from latent_abstractions.data.shapes3d import load_shapes3d
+from latent_abstractions.measure.exact_filter import entropy, level_codes, level_posteriors
 from latent_abstractions.stages.exact import iter_chunks, read_sde
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +62,7 @@ members = np.arange(data.n)
 rng = np.random.default_rng(args.seed)
 j = rng.choice(members, size=args.paths)
 queries = data.images(j).reshape(args.paths, -1)
-sigmas = sde.sigma(torch.as_tensor(1 - taus, dtype=torch.float64)).numpy()        # decreasing along tau
+sigmas = sde.sigma(torch.as_tensor(1 - taus, dtype=torch.float64)).numpy()  # decreasing along tau
 # Brownian motion in variance, built from the data end: W(s_last^2) = s_last z, then independent increments
 gen = torch.Generator().manual_seed(args.seed)
 w = torch.zeros(queries.shape, dtype=torch.float64)
@@ -71,12 +71,18 @@ noise = [None] * len(taus)
 for t in reversed(range(len(taus))):
     w = w + float(np.sqrt(sigmas[t] ** 2 - var)) * torch.randn(queries.shape, generator=gen, dtype=torch.float64)
     var = sigmas[t] ** 2
-    noise[t] = w / sigmas[t]                                               # y_tau = x + sigma z_tau
-probs = [np.concatenate(parts, axis=1) for parts in zip(*[
-    level_posteriors(iter_chunks(data, members, codes, 4096), queries, noise[t], [sigmas[t]], n_levels)
-    for t in range(len(taus))])]                                           # per factor (paths, T, L)
+    noise[t] = w / sigmas[t]  # y_tau = x + sigma z_tau
+probs = [
+    np.concatenate(parts, axis=1)
+    for parts in zip(
+        *[
+            level_posteriors(iter_chunks(data, members, codes, 4096), queries, noise[t], [sigmas[t]], n_levels)
+            for t in range(len(taus))
+        ]
+    )
+]  # per factor (paths, T, L)
 
-paths = rng.integers(0, args.paths, size=(args.runs, n_base))              # the same paths at every tau
+paths = rng.integers(0, args.paths, size=(args.runs, n_base))  # the same paths at every tau
 inside = np.ones((args.runs, len(FACTOR_NAMES)), dtype=bool)
 first_ok = np.zeros((args.runs, len(FACTOR_NAMES)), dtype=bool)
 for f, factor in enumerate(FACTOR_NAMES):
@@ -92,12 +98,16 @@ for f, factor in enumerate(FACTOR_NAMES):
         if t == 0:
             first_ok[:, f] = np.abs(m - ref[0]) <= args.tolerance + 1e-9
 agrees = inside & first_ok
-print(f"exact model, {n_base} bases x K = {k} forks, {len(taus)} taus; {args.runs} simulated measurements "
-      f"from {args.paths} exact paths")
+print(
+    f"exact model, {n_base} bases x K = {k} forks, {len(taus)} taus; {args.runs} simulated measurements "
+    f"from {args.paths} exact paths"
+)
 print(f"{'factor':<12} {'P(inside at every tau)':>22} {'P(|gap| <= tol at tau 0)':>24} {'P(agrees)':>9}")
 for f, factor in enumerate(FACTOR_NAMES):
     print(f"{factor:<12} {inside[:, f].mean():22.3f} {first_ok[:, f].mean():24.3f} {agrees[:, f].mean():9.3f}")
 n_agree = agrees.sum(1)
-print(f"P(>= 4 factors agree) {np.mean(n_agree >= 4):.3f}; P(all six within {args.tolerance} at tau 0) "
-      f"{first_ok.all(1).mean():.3f}; P(forking target met) {np.mean((n_agree >= 4) & first_ok.all(1)):.3f}; "
-      f"factors agreeing: mean {n_agree.mean():.2f}")
+print(
+    f"P(>= 4 factors agree) {np.mean(n_agree >= 4):.3f}; P(all six within {args.tolerance} at tau 0) "
+    f"{first_ok.all(1).mean():.3f}; P(forking target met) {np.mean((n_agree >= 4) & first_ok.all(1)):.3f}; "
+    f"factors agreeing: mean {n_agree.mean():.2f}"
+)

@@ -57,14 +57,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latent_abstractions.model.checkpoint import read_hparams
-from latent_abstractions.measure.exact_filter import exact_score_fn
-from latent_abstractions.data.factors import FACTOR_NAMES
-from latent_abstractions.measure.mutual_info import mi_curves
 from diagnostics.noisy_classifier import guidance_gap_fn, train_noisy_classifier
-from latent_abstractions.rng import seeded_subset
-from latent_abstractions.model.sde import VESDE
+from latent_abstractions.data.factors import FACTOR_NAMES
 from latent_abstractions.data.shapes3d import load_shapes3d, load_split, to_model_input
+from latent_abstractions.measure.exact_filter import exact_score_fn
+from latent_abstractions.measure.mutual_info import mi_curves
+from latent_abstractions.model.checkpoint import read_hparams
+from latent_abstractions.model.sde import VESDE
+from latent_abstractions.rng import seeded_subset
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after its MI and exact filter")
@@ -89,20 +89,41 @@ data = load_shapes3d(res / "data/shapes3d.h5")
 parts = load_split(res / "data/split.parquet", data.n)
 train = np.sort(parts["train"])
 t0 = time.perf_counter()
-model, losses = train_noisy_classifier(torch.from_numpy(data.images(train)).permute(0, 3, 1, 2),
-                                       torch.from_numpy(data.label_indices[train]),
-                                       [v.tolist() for v in data.levels_present], sde, width=args.width,
-                                       steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                       ema_decay=args.ema_decay, seed=seed, device=torch.device("cpu"))
-print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s; mean loss of the last 100 "
-      f"{np.mean(losses[-100:]):.3f}")
+model, losses = train_noisy_classifier(
+    torch.from_numpy(data.images(train)).permute(0, 3, 1, 2),
+    torch.from_numpy(data.label_indices[train]),
+    [v.tolist() for v in data.levels_present],
+    sde,
+    width=args.width,
+    steps=args.steps,
+    batch_size=args.batch_size,
+    lr=args.lr,
+    ema_decay=args.ema_decay,
+    seed=seed,
+    device=torch.device("cpu"),
+)
+print(
+    f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s; mean loss of the last 100 "
+    f"{np.mean(losses[-100:]):.3f}"
+)
 idx = seeded_subset(parts["test"], n_images, seed)  # the rule's own choice of held-out images
 x0 = to_model_input(data.images(idx))
 labels = torch.from_numpy(data.label_indices[idx])
 factors = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
 t0 = time.perf_counter()
-mi, se = mi_curves(guidance_gap_fn(model, sde), sde, x0, labels, taus, n_times, torch.Generator().manual_seed(seed),
-                   batch_size=256, progress=True, factors=factors, estimator="gap")
+mi, se = mi_curves(
+    guidance_gap_fn(model, sde),
+    sde,
+    x0,
+    labels,
+    taus,
+    n_times,
+    torch.Generator().manual_seed(seed),
+    batch_size=256,
+    progress=True,
+    factors=factors,
+    estimator="gap",
+)
 print(f"MI in {time.perf_counter() - t0:.0f} s")
 # Where the gap's agreement comes from: on the same draws (same seed), the integrals of ||g*||^2 (the exact score gap,
 # from every image of the file) and of ||g - g*||^2 (g = grad log q) give the integral of g . g* =
@@ -121,8 +142,21 @@ def gap_error(x, t, lab):
 
 
 t0 = time.perf_counter()
-mi_star, err = (mi_curves(fn, sde, x0, labels, taus, n_times, torch.Generator().manual_seed(seed), batch_size=256,
-                          factors=factors, estimator="gap")[0] for fn in (exact_gap, gap_error))
+mi_star, err = (
+    mi_curves(
+        fn,
+        sde,
+        x0,
+        labels,
+        taus,
+        n_times,
+        torch.Generator().manual_seed(seed),
+        batch_size=256,
+        factors=factors,
+        estimator="gap",
+    )[0]
+    for fn in (exact_gap, gap_error)
+)
 print(f"exact gap and gap error in {time.perf_counter() - t0:.0f} s")
 # The same classifier's variational bound I(Y_tau; phi) >= H(phi) - E[-log q(phi | Y_tau)] (Barber & Agakov), on the
 # same images with fresh noise: where it meets the exact filter but the gap integral does not, q's probabilities are
@@ -151,17 +185,22 @@ for j, tau in enumerate(taus):
         worst_g[f] = max(worst_g.get(f, 0.0), abs(mi[j, i] - ref[f]))
         worst_b[f] = max(worst_b.get(f, 0.0), abs(bound[j, i] - ref[f]))
         worst_n[f] = max(worst_n.get(f, 0.0), abs(net[f] - ref[f]))
-    print(f"{tau:5.2f}  " + "  ".join(f"{mi[j, i]:4.2f}/{bound[j, i]:4.2f}/{net[f]:4.2f}/{ref[f]:4.2f}".rjust(21)
-                                      for i, f in enumerate(names)))
-print("at tau = 1, nats: int ||g||^2 (the gap) / int ||g*||^2 (exact score gap) / int ||g - g*||^2 (error) / "
-      "int g . g* (cosine)")
+    print(
+        f"{tau:5.2f}  "
+        + "  ".join(
+            f"{mi[j, i]:4.2f}/{bound[j, i]:4.2f}/{net[f]:4.2f}/{ref[f]:4.2f}".rjust(21) for i, f in enumerate(names)
+        )
+    )
+print(
+    "at tau = 1, nats: int ||g||^2 (the gap) / int ||g*||^2 (exact score gap) / int ||g - g*||^2 (error) / "
+    "int g . g* (cosine)"
+)
 for i, f in enumerate(names):
     dot = (mi[-1, i] + mi_star[-1, i] - err[-1, i]) / 2
-    print(f"  {f:12s} {mi[-1, i]:5.2f} / {mi_star[-1, i]:5.2f} / {err[-1, i]:5.2f} / {dot:5.2f} "
-          f"({dot / np.sqrt(mi[-1, i] * mi_star[-1, i]):.2f})")
-print("largest |learned - exact filter| over tau, guidance: "
-      + ", ".join(f"{f} {w:.3f}" for f, w in worst_g.items()))
-print("largest |learned - exact filter| over tau, bound:    "
-      + ", ".join(f"{f} {w:.3f}" for f, w in worst_b.items()))
-print("largest |learned - exact filter| over tau, network:  "
-      + ", ".join(f"{f} {w:.3f}" for f, w in worst_n.items()))
+    print(
+        f"  {f:12s} {mi[-1, i]:5.2f} / {mi_star[-1, i]:5.2f} / {err[-1, i]:5.2f} / {dot:5.2f} "
+        f"({dot / np.sqrt(mi[-1, i] * mi_star[-1, i]):.2f})"
+    )
+print("largest |learned - exact filter| over tau, guidance: " + ", ".join(f"{f} {w:.3f}" for f, w in worst_g.items()))
+print("largest |learned - exact filter| over tau, bound:    " + ", ".join(f"{f} {w:.3f}" for f, w in worst_b.items()))
+print("largest |learned - exact filter| over tau, network:  " + ", ".join(f"{f} {w:.3f}" for f, w in worst_n.items()))

@@ -48,15 +48,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latent_abstractions.measure.agreement import within
-from latent_abstractions.model.checkpoint import load_score_model
-from latent_abstractions.measure.exact_filter import exact_score_fn
 from latent_abstractions.data.factors import FACTOR_NAMES
-from latent_abstractions.io import read_parquet_metadata
-from latent_abstractions.measure.mutual_info import mi_curves
-from latent_abstractions.rng import seeded_subset
-from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.data.shapes3d import load_shapes3d, load_split, to_model_input
+from latent_abstractions.io import read_parquet_metadata
+from latent_abstractions.measure.agreement import within
+from latent_abstractions.measure.exact_filter import exact_score_fn
+from latent_abstractions.measure.mutual_info import mi_curves
+from latent_abstractions.model.checkpoint import load_score_model
+from latent_abstractions.model.score import get_score_fn
+from latent_abstractions.rng import seeded_subset
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after its MI and exact filter")
@@ -84,20 +84,34 @@ x0 = to_model_input(data.images(idx))
 labels = torch.from_numpy(data.label_indices[idx])
 factors = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
 curves, ses = {}, {}
-scores = [("exact score", exact_score_fn(to_model_input(data.images(np.arange(data.n))), data.label_indices,
-                                         model.sde))]
+scores = [
+    ("exact score", exact_score_fn(to_model_input(data.images(np.arange(data.n))), data.label_indices, model.sde))
+]
 if not args.exact_only:
     scores.insert(0, ("network", get_score_fn(model.net, model.sde)))
 for name, score in scores:
     with torch.no_grad():
-        curves[name], ses[name] = mi_curves(score, model.sde, x0, labels, taus, n_times,
-                                            torch.Generator().manual_seed(seed), batch_size=256, progress=True,
-                                            factors=factors, estimator=estimator)
+        curves[name], ses[name] = mi_curves(
+            score,
+            model.sde,
+            x0,
+            labels,
+            taus,
+            n_times,
+            torch.Generator().manual_seed(seed),
+            batch_size=256,
+            progress=True,
+            factors=factors,
+            estimator=estimator,
+        )
 names = [FACTOR_NAMES[k] for k in factors]
 cols = list(curves) + ["exact filter"]
 worst = {}
-print(f"{n_images} images, {n_times} strata, seed {seed}; I(Y_tau) - I(Y_0) in nats, " + " / ".join(cols)
-      + "; then the exact score's error in units of its standard error")
+print(
+    f"{n_images} images, {n_times} strata, seed {seed}; I(Y_tau) - I(Y_0) in nats, "
+    + " / ".join(cols)
+    + "; then the exact score's error in units of its standard error"
+)
 print(f"{'tau':>5}  " + "  ".join(f"{f:>22s}" for f in names))
 for j, tau in enumerate(taus):
     ref = exact[np.isclose(exact["tau"], tau)].set_index("factor")
@@ -109,8 +123,7 @@ for j, tau in enumerate(taus):
         worst[f] = max(worst.get(f, 0.0), abs(ex - ref[f]))
         cells.append("/".join(f"{curves[c][j, i]:.2f}" for c in curves) + f"/{ref[f]:.2f} {z:+5.1f}")
     print(f"{tau:5.2f}  " + "  ".join(f"{c:>22s}" for c in cells))
-print("largest |exact score - exact filter| over tau: "
-      + ", ".join(f"{f} {w:.3f}" for f, w in worst.items()))
+print("largest |exact score - exact filter| over tau: " + ", ".join(f"{f} {w:.3f}" for f, w in worst.items()))
 levels = [data.n_levels_present[k] for k in factors]
 ref_all = exact.assign(gain=exact["mi"] - exact["mi_at_noise"]).set_index(["factor", "tau"])["gain"]
 for name in curves:
@@ -120,5 +133,7 @@ for name in curves:
         ref = np.array([ref_all[(f, min(ref_all.loc[f].index, key=lambda t: abs(t - tau)))] for tau in taus])
         if within("mutual_info", m, ref, ref - m["mi"].to_numpy()).all():
             ok.append(f)
-    print(f"{name}: agrees with the exact filter at every tau (tables/agreement.parquet's criterion) for "
-          f"{len(ok)} of {len(names)} factors: {', '.join(ok) or 'none'}")
+    print(
+        f"{name}: agrees with the exact filter at every tau (tables/agreement.parquet's criterion) for "
+        f"{len(ok)} of {len(names)} factors: {', '.join(ok) or 'none'}"
+    )

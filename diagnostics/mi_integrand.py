@@ -40,17 +40,19 @@ import argparse
 import numpy as np
 import torch
 
-from latent_abstractions.model.checkpoint import load_score_model
-from latent_abstractions.measure.exact_filter import exact_score_fn
 from latent_abstractions.data.factors import FACTOR_NAMES
-from latent_abstractions.rng import seeded_subset
 from latent_abstractions.data.shapes3d import load_shapes3d, load_split, to_model_input
+from latent_abstractions.measure.exact_filter import exact_score_fn
+from latent_abstractions.model.checkpoint import load_score_model
+from latent_abstractions.rng import seeded_subset
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("model_dir", help="the conditional score model's directory (model.pt + hparams.json)")
 parser.add_argument("h5")
 parser.add_argument("split")
-parser.add_argument("--n-images", type=int, default=64, help="held-out images (a seeded random subset of the test split)")
+parser.add_argument(
+    "--n-images", type=int, default=64, help="held-out images (a seeded random subset of the test split)"
+)
 parser.add_argument("--sigmas", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10])
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
@@ -77,7 +79,7 @@ with torch.no_grad():
         for k in range(len(FACTOR_NAMES)):
             given = torch.full_like(labels, -1)
             given[:, k] = labels[:, k]
-            gap_net = (s * (model.net(y, sig, given).double() - s_net)).flatten(1)   # sigma (s(y | phi) - s(y))
+            gap_net = (s * (model.net(y, sig, given).double() - s_net)).flatten(1)  # sigma (s(y | phi) - s(y))
             gap_ex = (s * (exact(y, t, given).double() - s_ex)).flatten(1)
             net_k, ex_k = float(gap_net.pow(2).sum(1).mean()), float(gap_ex.pow(2).sum(1).mean())
             cells.append(f"{net_k:8.3f}/{ex_k:8.3f}")
@@ -89,7 +91,10 @@ with torch.no_grad():
                 row.append(f"{'-':>8s} {'-':>8s}")
         align.append(row)
         print(f"{s:7.2f}  " + "  ".join(cells), flush=True)
-print(f"\n{'sigma':>7}  " + "  ".join(f"{name:>17s}" for name in FACTOR_NAMES)
-      + "   (cosine of the network's gap with the exact gap, mean over images; RMS norm ratio network / exact)")
+print(
+    f"\n{'sigma':>7}  "
+    + "  ".join(f"{name:>17s}" for name in FACTOR_NAMES)
+    + "   (cosine of the network's gap with the exact gap, mean over images; RMS norm ratio network / exact)"
+)
 for s, row in zip(args.sigmas, align):
     print(f"{s:7.2f}  " + "  ".join(row))

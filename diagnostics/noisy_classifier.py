@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from latent_abstractions.data.factors import N_LEVELS
 from latent_abstractions.model.classifier import present_level_mask
 from latent_abstractions.model.ema import EMA
-from latent_abstractions.data.factors import N_LEVELS
 from latent_abstractions.model.layers import FourierEmbedding
 from latent_abstractions.model.sde import VESDE
 from latent_abstractions.model.trainer import data_statistics
@@ -69,12 +69,22 @@ class NoisyClassifier(nn.Module):
         sigma_data: the training images' std about their per-channel mean; data_mean: their mean pixel value.
     """
 
-    def __init__(self, resolution: int, width: int, levels_present: list[list[int]], sigma_data: float = 0.5,
-                 data_mean: float = 0.5):
+    def __init__(
+        self,
+        resolution: int,
+        width: int,
+        levels_present: list[list[int]],
+        sigma_data: float = 0.5,
+        data_mean: float = 0.5,
+    ):
         super().__init__()
-        self.hparams = dict(resolution=resolution, width=width, levels_present=[list(map(int, v)) for v in
-                                                                                 levels_present],
-                            sigma_data=float(sigma_data), data_mean=float(data_mean))
+        self.hparams = dict(
+            resolution=resolution,
+            width=width,
+            levels_present=[list(map(int, v)) for v in levels_present],
+            sigma_data=float(sigma_data),
+            data_mean=float(data_mean),
+        )
         emb = 4 * width
         self.fourier = FourierEmbedding(64, 1.0)  # log sigma, smooth over the SDE's range
         self.embed = nn.Sequential(nn.Linear(64, emb), nn.SiLU(), nn.Linear(emb, emb))
@@ -102,9 +112,21 @@ class NoisyClassifier(nn.Module):
         return [z[:, a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
 
-def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present: list[list[int]], sde: VESDE,
-                           *, width: int, steps: int, batch_size: int, lr: float, ema_decay: float, seed: int,
-                           device: torch.device, progress: bool = True) -> tuple[NoisyClassifier, list[float]]:
+def train_noisy_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    levels_present: list[list[int]],
+    sde: VESDE,
+    *,
+    width: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    ema_decay: float,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[NoisyClassifier, list[float]]:
     """Fit q(phi | x + sigma z, sigma) with sigma log-uniform over the SDE's range (the MI integral's measure).
 
     Args:
@@ -120,8 +142,9 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
     model = NoisyClassifier(images.shape[-1], width, levels_present, sigma_data, sum(means) / len(means)).to(device)
     ema = EMA(model, ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=max(0.05, 2 / steps))  # >= 2 warm-up steps
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2 / steps)
+    )  # >= 2 warm-up steps
     gen = torch.Generator().manual_seed(seed)
     losses, t0 = [], time.perf_counter()
     for _ in tqdm(range(steps), desc="noisy classifier", disable=not progress, mininterval=5):
@@ -137,8 +160,12 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, levels_pr
         sched.step()
         ema.update(model)
         losses.append(float(loss.detach()))
-    log.info("noisy classifier: %d steps in %.1f s, mean loss of the last 100 %.4f", steps,
-             time.perf_counter() - t0, float(np.mean(losses[-100:])))
+    log.info(
+        "noisy classifier: %d steps in %.1f s, mean loss of the last 100 %.4f",
+        steps,
+        time.perf_counter() - t0,
+        float(np.mean(losses[-100:])),
+    )
     ema.copy_to(model)
     return model.eval(), losses
 

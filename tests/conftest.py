@@ -68,12 +68,18 @@ def local_env(**extra: str) -> dict:
     return {**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0", "PATH": path, **extra}
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = True,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 600, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run snakemake locally (``local_env``) in ``workdir`` with a hard timeout; on failure, show its output."""
     full_env = local_env(**(env or {}))
     proc = subprocess.run(
-        [snakemake_exe(), *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [snakemake_exe(), *args],
+        cwd=workdir,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from latent_abstractions.model.checkpoint import load_classifier, save_classifier
-from latent_abstractions.model.classifier import AttributeClassifier, accuracy_table, fit_classifier, predict
 from latent_abstractions.data.factors import N_LEVELS
 from latent_abstractions.measure.sample_quality import tv_to_uniform
+from latent_abstractions.model.checkpoint import load_classifier, save_classifier
+from latent_abstractions.model.classifier import AttributeClassifier, accuracy_table, fit_classifier, predict
 
 torch.set_num_threads(1)
 
@@ -15,8 +15,9 @@ torch.set_num_threads(1)
 def test_classifier_learns_the_factors(tmp_path, two_level_grid):
     d, x, y = two_level_grid
     levels = [v.tolist() for v in d.levels_present]
-    model = fit_classifier(x, y, levels, width=8, steps=150, batch_size=32, lr=3e-3, seed=0,
-                             device=torch.device("cpu"), progress=False)
+    model = fit_classifier(
+        x, y, levels, width=8, steps=150, batch_size=32, lr=3e-3, seed=0, device=torch.device("cpu"), progress=False
+    )
     acc = accuracy_table(model, x, y, list(d.n_levels_present), seed=0)
     assert list(acc.columns) == ["factor", "accuracy", "n_levels", "n_test", "seed"]
     assert (acc["accuracy"] > 0.8).all(), acc  # chance is 0.5

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_snakemake
 from snakemake.utils import update_config, validate
 
-from conftest import run_snakemake
 from latent_abstractions.config import ConfigError, check_config, coerce, feature_map_names
 from latent_abstractions.model.networks import NCSNpp
 
@@ -49,12 +49,20 @@ def test_every_shipped_config_passes_the_preflight(path):
 
 # --- item 4: command-line strings take the schema's types ---------------------------------------------------
 
+
 def test_nested_command_line_strings_are_coerced_to_the_schema_types():
     # what `--config 'training={...}'` delivers: YAML's base loader makes every nested scalar a string
-    cfg = tiny(training={"steps": "30", "lr": "1e-3", "bf16": "false"}, probes={"C": "0.5"},
-               score_model={"ch_mult": ["1", "2"], "dropout": "0"}, sde={"sigma_max": "null"},
-               sampling={"method": "em"}, dataset={"sha256": "null", "synthetic": {"levels": {"orientation": "3"}}},
-               forking={"strip_taus": ["0.5"]}, report={"thresholds": ["0.25", "0.75"]}, run_name=2024)
+    cfg = tiny(
+        training={"steps": "30", "lr": "1e-3", "bf16": "false"},
+        probes={"C": "0.5"},
+        score_model={"ch_mult": ["1", "2"], "dropout": "0"},
+        sde={"sigma_max": "null"},
+        sampling={"method": "em"},
+        dataset={"sha256": "null", "synthetic": {"levels": {"orientation": "3"}}},
+        forking={"strip_taus": ["0.5"]},
+        report={"thresholds": ["0.25", "0.75"]},
+        run_name=2024,
+    )
     check_config(cfg, SCHEMA)
     assert cfg["dataset"]["synthetic"]["levels"]["orientation"] == 3 and cfg["forking"]["strip_taus"] == [0.5]
     assert cfg["report"]["thresholds"] == [0.25, 0.75] and cfg["sampling"]["method"] == "em"
@@ -66,18 +74,26 @@ def test_nested_command_line_strings_are_coerced_to_the_schema_types():
 
 
 def test_a_string_that_is_no_number_stays_a_problem():
-    assert problems_of(tiny(training={"steps": "thirty"})) == [
-        "training.steps = 'thirty': allowed is an integer >= 1"]
+    assert problems_of(tiny(training={"steps": "thirty"})) == ["training.steps = 'thirty': allowed is an integer >= 1"]
     assert coerce("007", {"type": "string"}) == "007"  # a string where strings are allowed is left alone
 
 
 def test_override_form_of_the_docs_works_on_the_command_line(workflow_copy):
-    run_snakemake(workflow_copy, "-n", "--configfile", "config/tiny.yaml", "--config",
-                  "training={steps: 30, lr: 0.002, bf16: false}", "probes={C: 0.5}",
-                  "score_model={ch_mult: [1, 2]}", "sde={sigma_max: null}")
+    run_snakemake(
+        workflow_copy,
+        "-n",
+        "--configfile",
+        "config/tiny.yaml",
+        "--config",
+        "training={steps: 30, lr: 0.002, bf16: false}",
+        "probes={C: 0.5}",
+        "score_model={ch_mult: [1, 2]}",
+        "sde={sigma_max: null}",
+    )
 
 
 # --- item 5: one short message per problem --------------------------------------------------------------------
+
 
 def test_misspelt_top_level_key_is_one_line_with_a_suggestion():
     cfg = tiny()
@@ -88,8 +104,7 @@ def test_misspelt_top_level_key_is_one_line_with_a_suggestion():
 
 
 def test_every_problem_names_key_value_and_what_is_allowed():
-    cfg = tiny(sampling={"method": "ddim", "stepz": 3}, dataset={"test_fraction": 1.5},
-               score_model={"ch_mult": []})
+    cfg = tiny(sampling={"method": "ddim", "stepz": 3}, dataset={"test_fraction": 1.5}, score_model={"ch_mult": []})
     assert problems_of(cfg) == [
         "dataset.test_fraction = 1.5: allowed is a number > 0 and < 1",
         "sampling.method = 'ddim': allowed is one of: pc, em",
@@ -100,8 +115,9 @@ def test_every_problem_names_key_value_and_what_is_allowed():
 
 
 def test_snakemake_prints_a_short_message(workflow_copy):
-    proc = run_snakemake(workflow_copy, "-n", "--configfile", "config/tiny.yaml", "--config",
-                         "trainin={steps: 30}", check=False)
+    proc = run_snakemake(
+        workflow_copy, "-n", "--configfile", "config/tiny.yaml", "--config", "trainin={steps: 30}", check=False
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "trainin: unknown key" in out and "did you mean 'training'?" in out
@@ -109,6 +125,7 @@ def test_snakemake_prints_a_short_message(workflow_copy):
 
 
 # --- item 1: everything checkable before a job runs -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("res, ch_mult", [(16, [1, 2]), (24, [1, 2, 2]), (64, [1, 2, 2, 2]), (8, [1])])
 def test_feature_map_names_are_those_of_the_network(res, ch_mult):
@@ -120,9 +137,17 @@ def test_unknown_feature_layer_is_caught_before_training(workflow_copy):
     assert problems_of(tiny(features={"layers": ["no_such_layer", "pixels"]})) == [
         "features.layers = ['no_such_layer', 'pixels']: unknown feature map(s) ['no_such_layer', 'pixels'] "
         "('pixels' is always included as the baseline); allowed: enc_16, enc_8, bottleneck, dec_8, dec_16 "
-        "(image side 16, score_model.ch_mult [1, 2])"]
-    proc = run_snakemake(workflow_copy, "-n", "--configfile", "config/tiny.yaml", "--config",
-                         "features={layers: [no_such_layer]}", check=False)
+        "(image side 16, score_model.ch_mult [1, 2])"
+    ]
+    proc = run_snakemake(
+        workflow_copy,
+        "-n",
+        "--configfile",
+        "config/tiny.yaml",
+        "--config",
+        "features={layers: [no_such_layer]}",
+        check=False,
+    )
     assert proc.returncode != 0 and "features.layers = ['no_such_layer']" in proc.stdout + proc.stderr
 
 
@@ -131,18 +156,22 @@ def test_layer_names_follow_the_dataset_resolution():
     official = dict(dataset={"source": "download"}, score_model={"attn_resolutions": [32]})
     check_config(tiny(**official, features={"layers": ["enc_32", "enc_64"]}), SCHEMA)
     assert problems_of(tiny(**official, features={"layers": ["enc_16"]}))[0].startswith(
-        "features.layers = ['enc_16']: unknown feature map(s) ['enc_16']; allowed: enc_64, enc_32, ")
+        "features.layers = ['enc_16']: unknown feature map(s) ['enc_16']; allowed: enc_64, enc_32, "
+    )
     assert problems_of(tiny(features={"layers": ["enc_64"]}))[0].startswith(
-        "features.layers = ['enc_64']: unknown feature map(s) ['enc_64']; allowed: enc_16, enc_8, ")
+        "features.layers = ['enc_64']: unknown feature map(s) ['enc_64']; allowed: enc_16, enc_8, "
+    )
 
 
 def test_network_shape_against_the_resolution():
     assert problems_of(tiny(score_model={"ch_mult": [1, 1, 1, 1, 1, 1]})) == [
         "score_model.ch_mult = [1, 1, 1, 1, 1, 1]: 6 resolution levels halve the image 5 times, but the image "
-        "side 16 is not divisible by 32; use at most 5 levels"]
+        "side 16 is not divisible by 32; use at most 5 levels"
+    ]
     assert problems_of(tiny(score_model={"attn_resolutions": [8, 6]})) == [
         "score_model.attn_resolutions = [8, 6]: [6] not a feature-map side of this network; allowed: [16, 8] "
-        "(image side 16, ch_mult [1, 2])"]
+        "(image side 16, ch_mult [1, 2])"
+    ]
 
 
 def test_sizes_against_the_split():
@@ -153,7 +182,8 @@ def test_sizes_against_the_split():
         "features.n_test = 17: more than the 16 images available (the dataset's 64 images split 48 train / "
         "16 test); allowed: 2..16",
         "mutual_info.n_images = 100: more than the 16 images available (the dataset's 64 images split 48 "
-        "train / 16 test); allowed: 2..16"]
+        "train / 16 test); allowed: 2..16",
+    ]
     check_config(tiny(features={"n_train": 48, "n_test": 16}, mutual_info={"n_images": 16}), SCHEMA)
 
 
@@ -161,27 +191,33 @@ def test_strip_taus_against_the_tau_grid():
     # tiny grid: 0, 1/3, 2/3, 1
     assert problems_of(tiny(taus={"start": 0.0, "stop": 0.5, "n": 4}, forking={"strip_taus": [0.7]})) == [
         "forking.strip_taus: 0.7 is outside the tau grid [0.0, 0.5]; allowed: values in that range (the "
-        "nearest of taus [0.0, 0.1666666667, 0.3333333333, 0.5] is used)"]
+        "nearest of taus [0.0, 0.1666666667, 0.3333333333, 0.5] is used)"
+    ]
     assert problems_of(tiny(forking={"strip_taus": [0.3, 0.35]})) == [
         "forking.strip_taus: 0.3 and 0.35 both select the grid tau 0.3333333333; allowed: values nearest to "
-        "distinct taus of [0.0, 0.3333333333, 0.6666666667, 1.0]"]
+        "distinct taus of [0.0, 0.3333333333, 0.6666666667, 1.0]"
+    ]
 
 
 def test_relations_between_keys():
     assert problems_of(tiny(mutual_info={"n_times": 2})) == [
         "mutual_info.n_times = 2: fewer quadrature times than the 3 intervals of the tau grid; allowed: at least 3 "
-        "(one per interval)"]
+        "(one per interval)"
+    ]
     assert problems_of(tiny(taus={"start": 0.8, "stop": 0.2})) == [
-        "taus.start = 0.8, taus.stop = 0.2: start must be below stop"]
+        "taus.start = 0.8, taus.stop = 0.2: start must be below stop"
+    ]
     assert problems_of(tiny(sde={"sigma_min": 0.5, "sigma_max": 0.1})) == [
         "sde.sigma_max = 0.1: must exceed sde.sigma_min = 0.5 (or be null: the largest pairwise distance in "
-        "the training data)"]
+        "the training data)"
+    ]
 
 
 def test_path_source_needs_a_readable_file(tmp_path):
     missing = tmp_path / "nope.h5"
     assert problems_of(tiny(dataset={"source": "path", "path": str(missing)})) == [
-        f"dataset.path = '{missing}': dataset.source is 'path', so this must be an existing file"]
+        f"dataset.path = '{missing}': dataset.source is 'path', so this must be an existing file"
+    ]
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
     (line,) = problems_of(tiny(dataset={"source": "path", "path": str(junk)}))
@@ -195,17 +231,21 @@ def test_path_source_sizes_come_from_the_file_header(tmp_path):
     from latent_abstractions.data.shapes3d import write_subset, write_synthetic
 
     write_synthetic(tmp_path / "grid.h5", GridSpec.from_counts(16, [2] * 6), progress=False)
-    write_subset(tmp_path / "grid.h5", tmp_path / "half.h5", np.arange(0, 64, 2))      # 32 images: 24 / 8
+    write_subset(tmp_path / "grid.h5", tmp_path / "half.h5", np.arange(0, 64, 2))  # 32 images: 24 / 8
     cfg = tiny(dataset={"source": "path", "path": str(tmp_path / "half.h5")})
     assert problems_of(cfg) == [
         "features.n_train = 32: more than the 24 images available (the dataset's 32 images split 24 train / 8 "
         "test); allowed: 2..24",
         "features.n_test = 16: more than the 8 images available (the dataset's 32 images split 24 train / 8 "
-        "test); allowed: 2..8"]
+        "test); allowed: 2..8",
+    ]
 
 
 def test_single_level_factor_is_a_warning_not_an_error():
-    warnings = check_config(tiny(dataset={"synthetic": {"levels": {"orientation": 1}}},
-                                 features={"n_train": 24, "n_test": 8}), SCHEMA)
-    assert warnings == ["dataset.synthetic.levels: orientation rendered with 1 level: constant, so not measurable "
-                        "(reported as such, left out of ranks and agreement)"]
+    warnings = check_config(
+        tiny(dataset={"synthetic": {"levels": {"orientation": 1}}}, features={"n_train": 24, "n_test": 8}), SCHEMA
+    )
+    assert warnings == [
+        "dataset.synthetic.levels: orientation rendered with 1 level: constant, so not measurable "
+        "(reported as such, left out of ranks and agreement)"
+    ]

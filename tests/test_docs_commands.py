@@ -14,7 +14,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, copy_workflow, run_snakemake
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "profiles" / "README.md"]
@@ -60,14 +59,20 @@ COMMANDS = all_commands()
 
 
 def test_the_extraction_finds_the_documented_commands():
-    text = ("```bash\n.venv/bin/snakemake --cores all   # all\n"
-            ".venv/bin/snakemake --dag | dot -Tpdf > dag.pdf\n"
-            "bash scripts/setup_env.sh && .venv/bin/snakemake --cores all\n"
-            ".venv/bin/snakemake --profile p \\\n    results/x.pdf   # one\n```\n"
-            "and inline `snakemake --profile profiles/slurm -n`, not `snakemake.resources.gpu > 0`.")
-    assert commands_in(text) == [".venv/bin/snakemake --cores all", ".venv/bin/snakemake --dag",
-                                 ".venv/bin/snakemake --cores all", ".venv/bin/snakemake --profile p results/x.pdf",
-                                 "snakemake --profile profiles/slurm -n"]
+    text = (
+        "```bash\n.venv/bin/snakemake --cores all   # all\n"
+        ".venv/bin/snakemake --dag | dot -Tpdf > dag.pdf\n"
+        "bash scripts/setup_env.sh && .venv/bin/snakemake --cores all\n"
+        ".venv/bin/snakemake --profile p \\\n    results/x.pdf   # one\n```\n"
+        "and inline `snakemake --profile profiles/slurm -n`, not `snakemake.resources.gpu > 0`."
+    )
+    assert commands_in(text) == [
+        ".venv/bin/snakemake --cores all",
+        ".venv/bin/snakemake --dag",
+        ".venv/bin/snakemake --cores all",
+        ".venv/bin/snakemake --profile p results/x.pdf",
+        "snakemake --profile profiles/slurm -n",
+    ]
     readme = [cmd for doc, cmd in COMMANDS if doc == "README.md"]
     assert len(readme) >= 10 and any("--profile profiles/slurm" in c for c in readme)
 
@@ -93,11 +98,13 @@ def test_documented_command_dry_runs(request, workflow_dir, doc, cmd):
     _targets_parsed_as_targets(args)
     if any(a in NEEDS_A_RUN for a in args):
         # a report needs a finished run: the tiny one of the workflow tests (same session), with its config
-        proc = run_snakemake(request.getfixturevalue("tiny_run"), *args, "--configfile", "config/tiny.yaml",
-                             timeout=300, check=False)
+        proc = run_snakemake(
+            request.getfixturevalue("tiny_run"), *args, "--configfile", "config/tiny.yaml", timeout=300, check=False
+        )
     else:
         proc = run_snakemake(workflow_dir, *args, "-n", timeout=300, check=False)
-    assert proc.returncode == 0, (f"{doc}: `{cmd}` fails (exit {proc.returncode})\n"
-                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    assert proc.returncode == 0, (
+        f"{doc}: `{cmd}` fails (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     if not any(a in (*NEEDS_A_RUN, "--unlock", "--dag") for a in args):
         assert "This was a dry-run" in proc.stdout + proc.stderr, proc.stdout[-2000:]

@@ -53,8 +53,7 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -76,8 +75,9 @@ def test_cut_transfer_resumes_and_completes(tmp_path, h5_bytes):
     dest = tmp_path / "3dshapes.h5"
     half = len(h5_bytes) // 2
     with Server({"3dshapes.h5": h5_bytes}, cut_first_after=half) as srv:
-        download(f"{srv.url}/3dshapes.h5", dest, sha256=hashlib.sha256(h5_bytes).hexdigest(),
-                 backoff=0.01, progress=False)
+        download(
+            f"{srv.url}/3dshapes.h5", dest, sha256=hashlib.sha256(h5_bytes).hexdigest(), backoff=0.01, progress=False
+        )
     assert srv.requests[0] is None and srv.requests[1] == f"bytes={half}-", srv.requests
     assert dest.read_bytes() == h5_bytes
     assert not (tmp_path / "3dshapes.h5.part").exists()
@@ -107,8 +107,9 @@ def test_bad_download_is_rejected_and_leaves_no_output(tmp_path, h5_bytes, case)
         body = h5_bytes
     dest = tmp_path / "out" / "3dshapes.h5"
     with Server({"3dshapes.h5": body}) as srv, pytest.raises(DatasetError) as err:
-        download(f"{srv.url}/3dshapes.h5", dest, sha256="0" * 64 if case == "bad_sha" else None,
-                 backoff=0.01, progress=False)
+        download(
+            f"{srv.url}/3dshapes.h5", dest, sha256="0" * 64 if case == "bad_sha" else None, backoff=0.01, progress=False
+        )
     assert "3dshapes.h5" in str(err.value)
     assert list(dest.parent.iterdir()) == [], "nothing may be left behind"
 
@@ -118,8 +119,7 @@ def test_unreachable_server_fails_after_retries(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(DownloadError, match="3 attempts"):
-        download(f"http://127.0.0.1:{port}/3dshapes.h5", tmp_path / "x.h5", retries=2, backoff=0.01,
-                 progress=False)
+        download(f"http://127.0.0.1:{port}/3dshapes.h5", tmp_path / "x.h5", retries=2, backoff=0.01, progress=False)
     assert not (tmp_path / "x.h5").exists()
 
 

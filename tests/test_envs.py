@@ -60,8 +60,7 @@ def test_envs_cover_every_runtime_requirement():
 
 
 # Import name -> the pinned distribution that provides it (joblib is installed with scikit-learn).
-DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "joblib": "scikit-learn",
-                "threadpoolctl": "scikit-learn"}
+DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "joblib": "scikit-learn", "threadpoolctl": "scikit-learn"}
 PACKAGE = "latent_abstractions"
 SRC = ROOT / "src"
 
@@ -103,7 +102,7 @@ def imported_modules(path, module):
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     parts = package.split(".")
-                    base = ".".join(parts[:len(parts) - node.level + 1])
+                    base = ".".join(parts[: len(parts) - node.level + 1])
                     base = f"{base}.{node.module}" if node.module else base
                 else:
                     base = node.module
@@ -155,10 +154,14 @@ def test_rule_env_lists_every_third_party_module_its_code_imports(rule):
     script, env = RULES[rule]
     assert env.is_file(), f"rule {rule}: conda env {env} not found"
     listed = set(env_pins(env))
-    missing = {top: chain for top, chain in third_party_imports(script).items()
-               if DISTRIBUTION.get(top, top).lower() not in listed}
-    assert not missing, (f"rule {rule} runs in {env.name}, which lacks "
-                         + "; ".join(f"{top} (imported via {' -> '.join(chain)})" for top, chain in missing.items()))
+    missing = {
+        top: chain
+        for top, chain in third_party_imports(script).items()
+        if DISTRIBUTION.get(top, top).lower() not in listed
+    }
+    assert not missing, f"rule {rule} runs in {env.name}, which lacks " + "; ".join(
+        f"{top} (imported via {' -> '.join(chain)})" for top, chain in missing.items()
+    )
 
 
 def test_the_import_follower_sees_through_the_package(tmp_path):

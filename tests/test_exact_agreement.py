@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from latent_abstractions.measure.agreement import agreement_table
 from latent_abstractions.data.factors import FACTOR_NAMES
 from latent_abstractions.data.render import GridSpec
 from latent_abstractions.data.shapes3d import make_split, write_synthetic
+from latent_abstractions.measure.agreement import agreement_table
 
 TAUS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -20,28 +20,47 @@ TAUS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 def exact_table():
     rows = []
     for f in FACTOR_NAMES:
-        half = 0.2 if f == "orientation" else 0.05          # the K-fork reference's 95% range: +- half, [0, 0] at 0
+        half = 0.2 if f == "orientation" else 0.05  # the K-fork reference's 95% range: +- half, [0, 0] at 0
         for t in TAUS:
             ek = 0.8 * (1 - t)
-            rows.append({"mixture": "all", "tau": t, "factor": f, "mi": 0.1 + 0.5 * t, "mi_at_noise": 0.1,
-                         "mi_se": 0.01, "bayes_accuracy": 0.5 + 0.5 * t, "entropy_k": ek,
-                         "entropy_k_low": max(ek - half, 0.0), "entropy_k_high": ek + half if ek > 0 else 0.0,
-                         "entropy": 1 - t})
+            rows.append(
+                {
+                    "mixture": "all",
+                    "tau": t,
+                    "factor": f,
+                    "mi": 0.1 + 0.5 * t,
+                    "mi_at_noise": 0.1,
+                    "mi_se": 0.01,
+                    "bayes_accuracy": 0.5 + 0.5 * t,
+                    "entropy_k": ek,
+                    "entropy_k_low": max(ek - half, 0.0),
+                    "entropy_k_high": ek + half if ek > 0 else 0.0,
+                    "entropy": 1 - t,
+                }
+            )
     # a second mixture that must be ignored
     return pd.concat([pd.DataFrame(rows), pd.DataFrame(rows).assign(mixture="train", mi=9.0)])
 
 
 def test_gaps_and_emergence_shift_known_answers():
-    learned_probes = pd.DataFrame([{"tau": t, "factor": f, "accuracy": 0.5 + 0.5 * max(t - 0.25, 0.0)}
-                                   for f in FACTOR_NAMES for t in TAUS]).eval("ci_low = accuracy")
+    learned_probes = pd.DataFrame(
+        [{"tau": t, "factor": f, "accuracy": 0.5 + 0.5 * max(t - 0.25, 0.0)} for f in FACTOR_NAMES for t in TAUS]
+    ).eval("ci_low = accuracy")
     # the learned MI is the exact I(Y_tau) - I(Y_0) minus 0.05 (a shift: same emergence time)
-    learned_mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.5 * t - 0.05, "se": 0.01, "n_levels": 4}
-                               for f in FACTOR_NAMES for t in TAUS])
-    learned_fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.8 * (1 - t) + (0.2 if t == 0.5 else 0.0)}
-                                 for f in FACTOR_NAMES for t in TAUS])
+    learned_mi = pd.DataFrame(
+        [{"tau": t, "factor": f, "mi": 0.5 * t - 0.05, "se": 0.01, "n_levels": 4} for f in FACTOR_NAMES for t in TAUS]
+    )
+    learned_fork = pd.DataFrame(
+        [
+            {"tau": t, "factor": f, "entropy": 0.8 * (1 - t) + (0.2 if t == 0.5 else 0.0)}
+            for f in FACTOR_NAMES
+            for t in TAUS
+        ]
+    )
     learned_fork = learned_fork.assign(ci_low=learned_fork["entropy"], ci_high=learned_fork["entropy"])
-    g = agreement_table({"probes": learned_probes, "mutual_info": learned_mi, "forking": learned_fork},
-                        exact_table(), 0.5).set_index(["measurement", "factor"])
+    g = agreement_table(
+        {"probes": learned_probes, "mutual_info": learned_mi, "forking": learned_fork}, exact_table(), 0.5
+    ).set_index(["measurement", "factor"])
     p = g.loc[("probes", "shape")]
     assert p["kind"] == "bound"
     # exact - learned on the grid: 0, .125, .125, .125, .125
@@ -64,30 +83,39 @@ def test_agreement_criteria_known_answers():
     probes, mi, fork = [], [], []
     for f in FACTOR_NAMES:
         for t in TAUS:
-            acc = 0.5 + 0.5 * t - 0.1                       # 0.1 below the Bayes accuracy...
+            acc = 0.5 + 0.5 * t - 0.1  # 0.1 below the Bayes accuracy...
             if f == "shape" and t == 0.25:
-                acc += 0.15                                  # ...but 0.05 above it here, CI half-width 0.02
+                acc += 0.15  # ...but 0.05 above it here, CI half-width 0.02
             probes.append({"tau": t, "factor": f, "accuracy": acc, "ci_low": acc - 0.02, "ci_high": acc + 0.02})
-            levels = {"scale": 1}.get(f, 4)                  # one level: ceiling log 1 = 0
+            levels = {"scale": 1}.get(f, 4)  # one level: ceiling log 1 = 0
             shift = {"wall_hue": 0.14, "object_hue": 0.16}.get(f, 0.0) if t == 0.75 else 0.0
             mi.append({"tau": t, "factor": f, "mi": 0.5 * t + shift, "se": 0.01, "n_levels": levels})
             ent = 0.8 * (1 - t)
             if f == "floor_hue" and t == 0.5:
-                ent += 0.1                                   # 0.5 outside the reference's range [0.35, 0.45]
+                ent += 0.1  # 0.5 outside the reference's range [0.35, 0.45]
             if f == "orientation" and t == 0.0:
-                ent -= 0.15                                  # inside its wide range [0.6, 1.0], but 0.15 off at tau = 0
+                ent -= 0.15  # inside its wide range [0.6, 1.0], but 0.15 off at tau = 0
             if f == "wall_hue" and t == 1.0:
-                ent += 0.03                                  # where every exact fork agrees the range is [0, 0]
+                ent += 0.03  # where every exact fork agrees the range is [0, 0]
             fork.append({"tau": t, "factor": f, "entropy": ent, "ci_low": ent - 0.3, "ci_high": ent + 0.3})
-    g = agreement_table({"probes": pd.DataFrame(probes), "mutual_info": pd.DataFrame(mi),
-                         "forking": pd.DataFrame(fork)}, exact_table(), 0.5).set_index(["measurement", "factor"])
+    g = agreement_table(
+        {"probes": pd.DataFrame(probes), "mutual_info": pd.DataFrame(mi), "forking": pd.DataFrame(fork)},
+        exact_table(),
+        0.5,
+    ).set_index(["measurement", "factor"])
     n = len(TAUS)
-    expected = {("probes", "shape"): n - 1, ("probes", "floor_hue"): n,
-                ("mutual_info", "floor_hue"): n, ("mutual_info", "wall_hue"): n,  # 0.14 <= max(0.15, 0.1 log 4)
-                ("mutual_info", "object_hue"): n - 1,                              # 0.16 > 0.15
-                ("mutual_info", "scale"): 1,               # above log 1 + 2 SE wherever the exact gain is > 0.02
-                ("forking", "floor_hue"): n - 1, ("forking", "orientation"): n - 1, ("forking", "shape"): n,
-                ("forking", "wall_hue"): n - 1}  # the learned CIs (+- 0.3, covering the exact) do not enter
+    expected = {
+        ("probes", "shape"): n - 1,
+        ("probes", "floor_hue"): n,
+        ("mutual_info", "floor_hue"): n,
+        ("mutual_info", "wall_hue"): n,  # 0.14 <= max(0.15, 0.1 log 4)
+        ("mutual_info", "object_hue"): n - 1,  # 0.16 > 0.15
+        ("mutual_info", "scale"): 1,  # above log 1 + 2 SE wherever the exact gain is > 0.02
+        ("forking", "floor_hue"): n - 1,
+        ("forking", "orientation"): n - 1,
+        ("forking", "shape"): n,
+        ("forking", "wall_hue"): n - 1,
+    }  # the learned CIs (+- 0.3, covering the exact) do not enter
     for key, count in expected.items():
         assert g.loc[key, "taus_within"] == count, key
         assert g.loc[key, "agrees"] == (count == n), key
@@ -99,8 +127,11 @@ def test_agreement_criterion_names_a_missing_column():
     with pytest.raises(KeyError, match=r"mutual_info table lacks column\(s\) \['se', 'n_levels'\]"):
         agreement_table({"mutual_info": learned_mi}, exact_table())
     fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.5} for f in FACTOR_NAMES for t in TAUS])
-    with pytest.raises(KeyError, match=r"exact_filter table lacks column\(s\) \['entropy_k_low'\] needed for the "
-                                       r"forking agreement criterion"):
+    with pytest.raises(
+        KeyError,
+        match=r"exact_filter table lacks column\(s\) \['entropy_k_low'\] needed for the "
+        r"forking agreement criterion",
+    ):
         agreement_table({"forking": fork}, exact_table().drop(columns="entropy_k_low"))
 
 
@@ -112,20 +143,42 @@ def small_run(tmp_path_factory):
     (d / "hparams.json").write_text(json.dumps({"sigma_min": 0.01, "sigma_max": 4.0}))
     from latent_abstractions.stages.exact import compute_exact_filter
 
-    df = compute_exact_filter(str(d / "s.h5"), str(d / "split.parquet"), str(d / "hparams.json"), str(d / "exact.parquet"),
-                      taus=[0.0, 0.5, 1.0], n_samples=256, n_forks=4, n_base=5, mixtures=["all", "train"], chunk_size=7,
-                      seed=0, device=torch.device("cpu"))
+    df = compute_exact_filter(
+        str(d / "s.h5"),
+        str(d / "split.parquet"),
+        str(d / "hparams.json"),
+        str(d / "exact.parquet"),
+        taus=[0.0, 0.5, 1.0],
+        n_samples=256,
+        n_forks=4,
+        n_base=5,
+        mixtures=["all", "train"],
+        chunk_size=7,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     return d, df
 
 
 def test_stage_writes_the_table_with_known_ends(small_run):
     d, df = small_run
     assert (d / "exact.parquet").exists()
-    cols = {"tau", "factor", "mi", "mi_se", "mi_at_noise", "entropy", "entropy_k", "bayes_accuracy", "ceiling",
-            "mixture", "n_samples"}
+    cols = {
+        "tau",
+        "factor",
+        "mi",
+        "mi_se",
+        "mi_at_noise",
+        "entropy",
+        "entropy_k",
+        "bayes_accuracy",
+        "ceiling",
+        "mixture",
+        "n_samples",
+    }
     assert cols <= set(df.columns)
     full = df[(df["mixture"] == "all")].set_index(["factor", "tau"])
-    for f in FACTOR_NAMES[:5]:                      # two levels each: at tau = 1 everything is known
+    for f in FACTOR_NAMES[:5]:  # two levels each: at tau = 1 everything is known
         assert full.loc[(f, 1.0), "mi"] == pytest.approx(math.log(2), abs=1e-9)
         assert full.loc[(f, 1.0), "bayes_accuracy"] == pytest.approx(1.0, abs=1e-9)
         assert full.loc[(f, 1.0), "entropy"] == pytest.approx(0.0, abs=1e-9)
@@ -142,8 +195,9 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
 
     _, exact = small_run
     taus = sorted(exact["tau"].unique())
-    mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.3 * t, "se": 0.01, "ceiling": math.log(2)}
-                       for f in FACTOR_NAMES for t in taus])
+    mi = pd.DataFrame(
+        [{"tau": t, "factor": f, "mi": 0.3 * t, "se": 0.01, "ceiling": math.log(2)} for f in FACTOR_NAMES for t in taus]
+    )
     captured = {}
     real_save = plotting.save
 
@@ -158,7 +212,7 @@ def test_figures_overlay_the_exact_curves(small_run, tmp_path):
     finally:
         plotting.save = real_save
     assert any("exact filter" in lab for lab in captured["labels"])
-    assert len(captured["lines"]) == 6                # one exact curve per factor, all in the one style
+    assert len(captured["lines"]) == 6  # one exact curve per factor, all in the one style
     # drawn in the estimator's terms: exact MI minus I(Y_0)
     d = exact[(exact["mixture"] == "all") & (exact["factor"] == "floor_hue")].sort_values("tau")
     np.testing.assert_allclose(captured["lines"][0].get_ydata(), d["mi"] - d["mi_at_noise"])
@@ -170,10 +224,20 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
 
     _, exact = small_run
     taus = sorted(exact["tau"].unique())
-    mi = pd.DataFrame([{"tau": t, "factor": f, "mi": 0.3 * t, "se": 0.01, "ceiling": math.log(2), "n_levels": 2}
-                       for f in FACTOR_NAMES for t in taus])
-    fork = pd.DataFrame([{"tau": t, "factor": f, "entropy": 0.5 * (1 - t), "ci_low": 0.4 * (1 - t),
-                          "ci_high": 0.6 * (1 - t)} for f in FACTOR_NAMES for t in taus])
+    mi = pd.DataFrame(
+        [
+            {"tau": t, "factor": f, "mi": 0.3 * t, "se": 0.01, "ceiling": math.log(2), "n_levels": 2}
+            for f in FACTOR_NAMES
+            for t in taus
+        ]
+    )
+    fork = pd.DataFrame(
+        [
+            {"tau": t, "factor": f, "entropy": 0.5 * (1 - t), "ci_low": 0.4 * (1 - t), "ci_high": 0.6 * (1 - t)}
+            for f in FACTOR_NAMES
+            for t in taus
+        ]
+    )
     gaps = agreement_table({"mutual_info": mi, "forking": fork}, exact)
     captured = {}
     real_save = plotting.save
@@ -205,12 +269,14 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
 def test_report_counts_agreeing_factors_and_leaves_out_unmeasurable_ones():
     from latent_abstractions.report.html import criteria_summary
 
-    gaps = pd.DataFrame([
-        {"measurement": "forking", "factor": "floor_hue", "criterion": "c", "agrees": True},
-        {"measurement": "forking", "factor": "wall_hue", "criterion": "c", "agrees": False},
-        {"measurement": "forking", "factor": "orientation", "criterion": "c", "agrees": True},
-        {"measurement": "mutual_info", "factor": "floor_hue", "criterion": "d", "agrees": False},
-    ])
+    gaps = pd.DataFrame(
+        [
+            {"measurement": "forking", "factor": "floor_hue", "criterion": "c", "agrees": True},
+            {"measurement": "forking", "factor": "wall_hue", "criterion": "c", "agrees": False},
+            {"measurement": "forking", "factor": "orientation", "criterion": "c", "agrees": True},
+            {"measurement": "mutual_info", "factor": "floor_hue", "criterion": "d", "agrees": False},
+        ]
+    )
     emergence = pd.DataFrame({"factor": ["floor_hue", "wall_hue", "orientation"], "measurable": [True, True, False]})
     text = "".join(criteria_summary(gaps, emergence))
     assert "<b>forking</b> (c): 1 of 2 factors at every τ (floor_hue)" in text

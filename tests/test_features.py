@@ -1,4 +1,7 @@
-"""The extract_features stage on a real (synthetic) Shapes3D file and a saved tiny NCSN++; the probe stage on its table."""
+"""The extract_features stage on a real (synthetic) Shapes3D file and a saved tiny NCSN++.
+
+The probe stage runs on its table.
+"""
 
 import numpy as np
 import pandas as pd
@@ -6,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latent_abstractions.model.checkpoint import save_model
 from latent_abstractions.data.factors import FACTOR_NAMES
-from latent_abstractions.measure.features import pool
-from latent_abstractions.model.networks import NCSNpp
 from latent_abstractions.data.render import GridSpec
 from latent_abstractions.data.shapes3d import load_shapes3d, make_split, to_model_input, write_synthetic
-from latent_abstractions.stages.measurements import extract_features
+from latent_abstractions.measure.features import pool
+from latent_abstractions.model.checkpoint import save_model
+from latent_abstractions.model.networks import NCSNpp
 from latent_abstractions.stages.linear_probes import fit_linear_probes, load_features
+from latent_abstractions.stages.measurements import extract_features
 
 TAUS = np.array([0.0, 0.5, 1.0])
 
@@ -27,8 +30,17 @@ def run(tmp_path_factory):
     net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
     model = (d / "model.pt", d / "hparams.json")
     save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
-    kw = dict(taus=TAUS, layers=[net.feature_names()[-1]], pooling="grid", grid=2, n_train=6, n_test=5,
-              batch_size=4, seed=3, device=torch.device("cpu"))
+    kw = dict(
+        taus=TAUS,
+        layers=[net.feature_names()[-1]],
+        pooling="grid",
+        grid=2,
+        n_train=6,
+        n_test=5,
+        batch_size=4,
+        seed=3,
+        device=torch.device("cpu"),
+    )
     extract_features(*model, d / "data.h5", d / "split.parquet", d / "f.parquet", **kw)
     extract_features(*model, d / "data.h5", d / "split.parquet", d / "g.parquet", **{**kw, "batch_size": 11})
     return d, kw

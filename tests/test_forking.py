@@ -19,6 +19,7 @@ def point_mass_score(centres):
         flat = x.reshape(len(x), -1).double()
         w = (-((flat[:, None] - c[None]) ** 2).sum(-1) / (2 * sigma**2)).softmax(1)
         return ((w @ c - flat) / sigma**2).float().reshape(x.shape)
+
     return score
 
 
@@ -28,9 +29,21 @@ def brightness_label(x):
 
 
 def _labels(centres, taus, seed=0):
-    return fork_labels(point_mass_score(centres), SDE, brightness_label, shape=SHAPE, taus=taus, n_base=4,
-                       n_forks=12, steps=24, method="em", snr=0.16, seed=seed, device=torch.device("cpu"),
-                       keep_images={0})
+    return fork_labels(
+        point_mass_score(centres),
+        SDE,
+        brightness_label,
+        shape=SHAPE,
+        taus=taus,
+        n_base=4,
+        n_forks=12,
+        steps=24,
+        method="em",
+        snr=0.16,
+        seed=seed,
+        device=torch.device("cpu"),
+        keep_images={0},
+    )
 
 
 def _entropy_bits(labels):
@@ -51,7 +64,7 @@ def test_two_point_data_is_undecided_from_noise_and_decided_at_the_end():
     taus = np.array([0.0, 0.95, 1.0])
     labels, _ = _labels([np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)], taus)
     h = _entropy_bits(labels)
-    assert h[0] > 0.6          # forks from pure noise split between the two points
+    assert h[0] > 0.6  # forks from pure noise split between the two points
     assert h[1] == 0 and h[2] == 0  # near the data every fork of one base lands on the same point
     again, _ = _labels([np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)], taus)
     assert np.array_equal(labels, again)  # seeded
@@ -60,8 +73,8 @@ def test_two_point_data_is_undecided_from_noise_and_decided_at_the_end():
 def test_predictor_only_forks_follow_the_exact_posterior_of_the_fork_state():
     # From one state y at sigma = 1 between two points, p(bright | y) = sigmoid(delta |c1 - c0| / sigma^2) = 0.3
     # exactly; predictor-only forks with the exact score must land on the bright point with that frequency.
-    from latent_abstractions.rng import make_generators
     from latent_abstractions.model.sampling import sample, time_grid
+    from latent_abstractions.rng import make_generators
 
     c0, c1 = np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)
     gap = np.sqrt(((c1 - c0) ** 2).sum())
@@ -71,16 +84,24 @@ def test_predictor_only_forks_follow_the_exact_posterior_of_the_fork_state():
     y = torch.tensor((c0 + c1) / 2 + delta * (c1 - c0) / gap, dtype=torch.float32)
     n = 3000
     x = y.expand(n, *SHAPE).clone()
-    out = sample(point_mass_score([c0, c1]), SDE, x, time_grid(60, tau, 1.0), make_generators(np.arange(n)),
-                 method="pc", n_corrector=0).x
+    out = sample(
+        point_mass_score([c0, c1]),
+        SDE,
+        x,
+        time_grid(60, tau, 1.0),
+        make_generators(np.arange(n)),
+        method="pc",
+        n_corrector=0,
+    ).x
     frac = float(brightness_label(out).float().mean())
     assert abs(frac - 0.3) < 3 * np.sqrt(0.3 * 0.7 / n), frac
 
 
 def test_corrector_flag_reaches_the_sampler():
     taus = np.array([0.0, 0.5])
-    kw = dict(shape=SHAPE, taus=taus, n_base=2, n_forks=4, steps=12, method="pc", snr=0.16, seed=0,
-              device=torch.device("cpu"))
+    kw = dict(
+        shape=SHAPE, taus=taus, n_base=2, n_forks=4, steps=12, method="pc", snr=0.16, seed=0, device=torch.device("cpu")
+    )
 
     def score(x, t, labels=None):  # exact score of Gaussian data N(0.5, I): end points vary continuously
         sigma = SDE.sigma(torch.as_tensor(t, dtype=torch.float64)).float().reshape(-1, 1, 1, 1)

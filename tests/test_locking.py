@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from latent_abstractions.locking import StateLockedError, check_state_free, state_lock
 from latent_abstractions.data.render import GridSpec
 from latent_abstractions.data.shapes3d import make_split, write_synthetic
+from latent_abstractions.locking import StateLockedError, check_state_free, state_lock
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -25,8 +25,9 @@ def hold_lock(state_dir: Path) -> subprocess.Popen:
             print("locked", flush=True)
             time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": SRC})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC}
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -63,15 +64,34 @@ def test_a_second_trainer_stops_before_touching_the_state(tmp_path):
         import torch
 
         with pytest.raises(StateLockedError, match=f"PID {holder.pid}"):
-            train_score_model(str(h5), str(tmp_path / "split.parquet"), str(model_dir / "model.pt"),
-                              str(model_dir / "hparams.json"), str(tmp_path / "loss.parquet"), model="uncond",
-                              net=dict(nf=4, ch_mult=[1], num_res_blocks=1, attn_resolutions=[], dropout=0.0,
-                                       fourier_scale=16.0),
-                              label_dropout=0.0, sigma_min=0.01, sigma_max=5.0,
-                              training=dict(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, grad_clip=1.0,
-                                            ema_decay=0.9, checkpoint_every=1, log_every=1, bf16=False, tf32=False,
-                                            compile=False),
-                              seed=0, state_dir=str(state), device=torch.device("cpu"))
+            train_score_model(
+                str(h5),
+                str(tmp_path / "split.parquet"),
+                str(model_dir / "model.pt"),
+                str(model_dir / "hparams.json"),
+                str(tmp_path / "loss.parquet"),
+                model="uncond",
+                net=dict(nf=4, ch_mult=[1], num_res_blocks=1, attn_resolutions=[], dropout=0.0, fourier_scale=16.0),
+                label_dropout=0.0,
+                sigma_min=0.01,
+                sigma_max=5.0,
+                training=dict(
+                    steps=2,
+                    batch_size=4,
+                    lr=1e-3,
+                    warmup_steps=1,
+                    grad_clip=1.0,
+                    ema_decay=0.9,
+                    checkpoint_every=1,
+                    log_every=1,
+                    bf16=False,
+                    tf32=False,
+                    compile=False,
+                ),
+                seed=0,
+                state_dir=str(state),
+                device=torch.device("cpu"),
+            )
     finally:
         holder.kill()
         holder.wait(timeout=30)
@@ -86,15 +106,27 @@ def test_orphaned_trainer_of_a_killed_snakemake_blocks_the_rerun(tmp_path):
     import time
 
     import psutil
-
     from conftest import copy_workflow, local_env, run_snakemake, snakemake_exe
 
     wf = copy_workflow(tmp_path / "wf")
     target = "results/tiny/models/uncond/model.pt"
-    args = [target, "--cores", "1", "--configfile", "config/tiny.yaml", "--config",
-            "training={steps: 100000, checkpoint_every: 5}"]
-    snake = subprocess.Popen([snakemake_exe(), *args], cwd=wf, env=local_env(),
-                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        target,
+        "--cores",
+        "1",
+        "--configfile",
+        "config/tiny.yaml",
+        "--config",
+        "training={steps: 100000, checkpoint_every: 5}",
+    ]
+    snake = subprocess.Popen(
+        [snakemake_exe(), *args],
+        cwd=wf,
+        env=local_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     orphans = []
     try:
         ckpt = wf / "results/tiny/state/uncond/checkpoint.pt"
@@ -102,8 +134,11 @@ def test_orphaned_trainer_of_a_killed_snakemake_blocks_the_rerun(tmp_path):
         while not ckpt.exists():
             assert snake.poll() is None and time.time() < deadline, "training never checkpointed"
             time.sleep(0.2)
-        orphans = [p for p in psutil.Process(snake.pid).children(recursive=True)
-                   if "train_score_model" in " ".join(p.cmdline())]
+        orphans = [
+            p
+            for p in psutil.Process(snake.pid).children(recursive=True)
+            if "train_score_model" in " ".join(p.cmdline())
+        ]
         assert orphans
         snake.send_signal(signal.SIGKILL)  # Snakemake dies; its training job does not
         snake.wait(timeout=30)

@@ -45,8 +45,19 @@ def test_weightings_are_the_documented_multiples_of_sigma2():
     sde = VESDE(0.01, 50.0)
     c = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     for seed in range(5):
-        loss = {w: float(dsm_loss(ExactPointScore(c, 0.3), sde, c, generator=torch.Generator().manual_seed(seed),
-                                  weighting=w, sigma_data=0.4)) for w in ("sigma2", "edm", "geometric")}
+        loss = {
+            w: float(
+                dsm_loss(
+                    ExactPointScore(c, 0.3),
+                    sde,
+                    c,
+                    generator=torch.Generator().manual_seed(seed),
+                    weighting=w,
+                    sigma_data=0.4,
+                )
+            )
+            for w in ("sigma2", "edm", "geometric")
+        }
         assert math.isclose(loss["geometric"] ** 2, loss["sigma2"] * loss["edm"], rel_tol=1e-5)
         assert loss["edm"] > loss["geometric"] > loss["sigma2"]
     with pytest.raises(ValueError, match="weighting must be one of"):

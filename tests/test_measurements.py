@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_abstractions.measure.emergence import crossing_tau, emergence_table, factor_order
 from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.measure.emergence import crossing_tau, emergence_table, factor_order
 from latent_abstractions.measure.forking import fork_entropies, normalised_entropy, path_grid
 from latent_abstractions.measure.probes import probe_accuracy
 from latent_abstractions.measure.stats import bootstrap_ci
@@ -61,11 +61,13 @@ def test_crossing_taus_recover_known_midpoints_and_orders_agree():
     assert np.isnan(crossing_tau(taus, np.ones_like(taus), 0.5, True))
     up, down = _sigmoids(mids, taus), _sigmoids(mids, taus, rising=False)
     curves = {
-        "probes": up.rename(columns={"value": "accuracy"}).assign(ci_low=lambda d: d.accuracy - 0.01,
-                                                                  ci_high=lambda d: d.accuracy + 0.01),
+        "probes": up.rename(columns={"value": "accuracy"}).assign(
+            ci_low=lambda d: d.accuracy - 0.01, ci_high=lambda d: d.accuracy + 0.01
+        ),
         "mutual_info": up.rename(columns={"value": "mi"}).assign(se=0.005),
-        "forking": down.rename(columns={"value": "entropy"}).assign(ci_low=lambda d: d.entropy - 0.01,
-                                                                    ci_high=lambda d: d.entropy + 0.01),
+        "forking": down.rename(columns={"value": "entropy"}).assign(
+            ci_low=lambda d: d.entropy - 0.01, ci_high=lambda d: d.entropy + 0.01
+        ),
     }
     table, agreement = emergence_table(curves, [0.5, 0.9], n_bootstrap=50, seed=0)
     half = table[(table.threshold == 0.5) & (table.measurement == "mutual_info")].set_index("factor")

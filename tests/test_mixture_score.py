@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 
 def exact_mixture_score(x, centres, sigma):
     """grad log (1/M) sum_m N(x; c_m, sigma^2 I) = sum_m w_m (c_m - x) / sigma^2, w = softmax."""
-    diff = centres[None] - x[:, None]                       # (B, M, C, H, W)
+    diff = centres[None] - x[:, None]  # (B, M, C, H, W)
     logw = -diff.pow(2).flatten(2).sum(-1) / (2 * sigma**2)  # (B, M)
     w = logw.softmax(dim=1)
     return (w[..., None, None, None] * diff).sum(1) / sigma**2

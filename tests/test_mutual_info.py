@@ -24,7 +24,7 @@ def exact_score(x, t, labels):
     for k in range(LABELS.shape[1]):
         given = labels[:, k] >= 0
         allowed &= ~given[:, None] | (LABELS[None, :, k] == labels[:, k, None])
-    logw = -(x - CENTRES[None]) ** 2 / (2 * sigma**2)
+    logw = -((x - CENTRES[None]) ** 2) / (2 * sigma**2)
     w = torch.where(allowed, logw, torch.tensor(-torch.inf, dtype=torch.float64)).softmax(1)
     return ((w * (CENTRES[None] - x)).sum(1, keepdim=True) / sigma**2).float()
 
@@ -34,7 +34,7 @@ def exact_mi(t, k):
     sigma = float(SDE.sigma(t))
     xs = np.linspace(-3 - 10 * sigma, 3 + 10 * sigma, 40001)
     dx = xs[1] - xs[0]
-    comp = np.exp(-(xs[None] - CENTRES.numpy()[:, None]) ** 2 / (2 * sigma**2)) / math.sqrt(2 * math.pi * sigma**2)
+    comp = np.exp(-((xs[None] - CENTRES.numpy()[:, None]) ** 2) / (2 * sigma**2)) / math.sqrt(2 * math.pi * sigma**2)
     p = comp.mean(0)
     mi = 0.0
     for level in (0, 1):
@@ -84,8 +84,9 @@ def test_dsm_difference_estimator_matches_exact_mi_and_ignores_independent_branc
     g = torch.Generator().manual_seed(1)
     which = torch.randint(0, 4, (3000,), generator=g)
     x0 = CENTRES[which].float()[:, None]
-    mi, se = mi_curves(exact_score, SDE, x0, LABELS[which], TAUS, n_times=100, generator=g, batch_size=3000,
-                       estimator="dsm_difference")
+    mi, se = mi_curves(
+        exact_score, SDE, x0, LABELS[which], TAUS, n_times=100, generator=g, batch_size=3000, estimator="dsm_difference"
+    )
     for k in (0, 1):
         exact = np.array([exact_mi(1 - tau, k) for tau in TAUS]) - exact_mi(1.0, k)
         z = (mi[:, k] - exact) / np.maximum(se[:, k], 1e-12)

@@ -39,8 +39,13 @@ def test_output_shapes_and_feature_names():
         assert net.feature_names() == ["enc_8", "enc_4", "bottleneck", "dec_4", "dec_8"]
         feats = net.forward_features(x, sigma, net.feature_names())
         shapes = {k: tuple(v.shape) for k, v in feats.items()}
-        assert shapes == {"enc_8": (3, 8, 8, 8), "enc_4": (3, 16, 4, 4), "bottleneck": (3, 16, 4, 4),
-                          "dec_4": (3, 16, 4, 4), "dec_8": (3, 8, 8, 8)}
+        assert shapes == {
+            "enc_8": (3, 8, 8, 8),
+            "enc_4": (3, 16, 4, 4),
+            "bottleneck": (3, 16, 4, 4),
+            "dec_4": (3, 16, 4, 4),
+            "dec_8": (3, 8, 8, 8),
+        }
     with pytest.raises(KeyError, match="available"):
         net.forward_features(x, sigma, ["nope"])
     with pytest.raises(ValueError, match="one value per example"):
@@ -60,8 +65,12 @@ def test_forward_features_are_the_intermediates_of_forward_and_stop_early():
     last = net.forward_features(x, sigma, ["dec_8"])["dec_8"]  # the map the output head normalises
     h1.remove()
     h2.remove()
-    torch.testing.assert_close(net.conv_out(torch.nn.functional.silu(net.norm_out(last))) / sigma[:, None, None, None],
-                               net(x, sigma), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        net.conv_out(torch.nn.functional.silu(net.norm_out(last))) / sigma[:, None, None, None],
+        net(x, sigma),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_output_is_scaled_by_one_over_sigma():
@@ -150,6 +159,7 @@ def test_labels_start_without_effect_and_learn_one():
     lab = torch.tensor([[1, 2, 3, 4, 1, 0]] * 4)
     torch.testing.assert_close(net(x, sigma, lab), net(x, sigma, None), rtol=0, atol=0)
     from latent_abstractions.model.losses import dsm_loss
+
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):  # the gradient reaches the tables once the blocks' embedding projections are non-zero

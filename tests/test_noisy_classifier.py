@@ -14,9 +14,20 @@ torch.set_num_threads(1)
 def test_learns_factors_at_low_noise_and_not_at_the_prior(two_level_grid):
     d, x, y = two_level_grid
     sde = VESDE(0.01, 20.0)
-    model, losses = train_noisy_classifier(x, y, [v.tolist() for v in d.levels_present], sde, width=8, steps=300,
-                                           batch_size=32, lr=3e-3, ema_decay=0.9, seed=0,
-                                           device=torch.device("cpu"), progress=False)
+    model, losses = train_noisy_classifier(
+        x,
+        y,
+        [v.tolist() for v in d.levels_present],
+        sde,
+        width=8,
+        steps=300,
+        batch_size=32,
+        lr=3e-3,
+        ema_decay=0.9,
+        seed=0,
+        device=torch.device("cpu"),
+        progress=False,
+    )
     assert len(losses) == 300 and np.mean(losses[-50:]) < np.mean(losses[:50])
     xf = x.float() / 255
     g = torch.Generator().manual_seed(1)
@@ -37,13 +48,13 @@ def test_gap_is_the_input_gradient_of_log_q_of_the_given_factor():
     x = torch.rand(3, 3, 12, 12, dtype=torch.float64)
     t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     labels = torch.full((3, 6), -1, dtype=torch.long)
-    labels[1, 2] = 4   # row 1: object hue level 4
+    labels[1, 2] = 4  # row 1: object hue level 4
     labels[2, 5] = 10  # row 2: orientation level 10
     g = gap(x, t, labels)
     assert torch.equal(g[0], torch.zeros_like(g[0]))  # no factor given: the unconditional score, left out
 
     def log_q(xi, row, k, level):
-        return F.log_softmax(model(xi[None], sde.sigma(t[row:row + 1]))[k], 1)[0, level]
+        return F.log_softmax(model(xi[None], sde.sigma(t[row : row + 1]))[k], 1)[0, level]
 
     v = torch.randn(3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     eps = 1e-5

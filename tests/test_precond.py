@@ -18,8 +18,17 @@ MU, SD = [0.2, 0.5, 0.7], 0.3
 
 def edm_net(zero_head: bool = True, **kw) -> NCSNpp:
     torch.manual_seed(0)
-    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), precond="edm", sigma_data=SD,
-                 data_mean=MU, **kw)
+    net = NCSNpp(
+        8,
+        nf=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(4,),
+        precond="edm",
+        sigma_data=SD,
+        data_mean=MU,
+        **kw,
+    )
     if not zero_head:
         for p in net.parameters():
             if p.ndim > 1:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import gpu_rules, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +45,16 @@ def test_slurm_profile_lists_exactly_the_rules_that_declare_a_gpu():
 
 
 def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy):
-    proc = run_snakemake(workflow_copy, "-n", "--forceall", "--profile", "profiles/slurm", "--configfile",
-                         "config/tiny.yaml", timeout=120)
+    proc = run_snakemake(
+        workflow_copy,
+        "-n",
+        "--forceall",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/tiny.yaml",
+        timeout=120,
+    )
     assert "workflow specific profile profiles/default" in proc.stderr  # loaded as well: see the test above
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, flags=re.M)
     assert jobs, proc.stdout[-2000:]

@@ -20,8 +20,7 @@ def img(cover, fh=0.0, wh=0.4, oh=0.7):
     return render.colourise(cover, fh, wh, oh).astype(int)
 
 
-@pytest.mark.parametrize("region, hues", [(FLOOR, (0.5, 0.4, 0.7)), (WALL, (0.0, 0.9, 0.7)),
-                                          (OBJECT, (0.0, 0.4, 0.2))])
+@pytest.mark.parametrize("region, hues", [(FLOOR, (0.5, 0.4, 0.7)), (WALL, (0.0, 0.9, 0.7)), (OBJECT, (0.0, 0.4, 0.2))])
 def test_one_hue_changes_only_its_region(region, hues):
     cover = view()
     changed = np.any(img(cover) != img(cover, *hues), axis=-1)

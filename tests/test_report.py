@@ -5,11 +5,11 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_snakemake
-from latent_abstractions.report import plots as plotting
-from latent_abstractions.measure.emergence import MEASUREMENTS, emergence_table, factor_order
+
 from latent_abstractions.data.factors import FACTOR_NAMES
+from latent_abstractions.measure.emergence import MEASUREMENTS, emergence_table, factor_order
+from latent_abstractions.report import plots as plotting
 from latent_abstractions.report.html import write_report
 
 TAUS = np.linspace(0, 1, 6)
@@ -22,22 +22,63 @@ def tables():
         for layer, scale in (("bottleneck", 1.0), ("pixels", 0.8)):
             for tau, v in zip(TAUS, s):
                 acc = 0.25 + 0.75 * v * scale
-                rows_p.append(dict(tau=tau, factor=factor, layer=layer, accuracy=acc, ci_low=acc - .05,
-                                   ci_high=acc + .05, chance=.25, n_levels=4, n_train=10, n_test=5, seed=0,
-                                   checkpoint="x"))
+                rows_p.append(
+                    dict(
+                        tau=tau,
+                        factor=factor,
+                        layer=layer,
+                        accuracy=acc,
+                        ci_low=acc - 0.05,
+                        ci_high=acc + 0.05,
+                        chance=0.25,
+                        n_levels=4,
+                        n_train=10,
+                        n_test=5,
+                        seed=0,
+                        checkpoint="x",
+                    )
+                )
         for tau, v in zip(TAUS, s):
-            rows_m.append(dict(tau=tau, factor=factor, mi=np.log(4) * v, se=.02, ceiling=np.log(4), n_levels=4,
-                               n_images=8, n_times=4, seed=0, checkpoint="x"))
-            rows_f.append(dict(tau=tau, factor=factor, entropy=1 - v, ci_low=max(0, .9 - v), ci_high=min(1, 1.1 - v),
-                               n_levels=4, n_base=2, n_forks=2, seed=0, checkpoint="x"))
+            rows_m.append(
+                dict(
+                    tau=tau,
+                    factor=factor,
+                    mi=np.log(4) * v,
+                    se=0.02,
+                    ceiling=np.log(4),
+                    n_levels=4,
+                    n_images=8,
+                    n_times=4,
+                    seed=0,
+                    checkpoint="x",
+                )
+            )
+            rows_f.append(
+                dict(
+                    tau=tau,
+                    factor=factor,
+                    entropy=1 - v,
+                    ci_low=max(0, 0.9 - v),
+                    ci_high=min(1, 1.1 - v),
+                    n_levels=4,
+                    n_base=2,
+                    n_forks=2,
+                    seed=0,
+                    checkpoint="x",
+                )
+            )
     return pd.DataFrame(rows_p), pd.DataFrame(rows_m), pd.DataFrame(rows_f)
 
 
 def test_figures_and_self_contained_report(tmp_path):
     probes, mi, forking = tables()
-    figs = {"probes": tmp_path / "probes.pdf", "mutual_info": tmp_path / "mutual_info.pdf",
-            "forking": tmp_path / "forking.pdf", "training_loss": tmp_path / "training_loss.pdf",
-            "samples_forks": tmp_path / "samples_forks.pdf"}
+    figs = {
+        "probes": tmp_path / "probes.pdf",
+        "mutual_info": tmp_path / "mutual_info.pdf",
+        "forking": tmp_path / "forking.pdf",
+        "training_loss": tmp_path / "training_loss.pdf",
+        "samples_forks": tmp_path / "samples_forks.pdf",
+    }
     plotting.draw_probes(probes, figs["probes"])
     plotting.draw_mutual_info(mi, figs["mutual_info"])
     plotting.draw_forking(forking, figs["forking"])
@@ -47,8 +88,9 @@ def test_figures_and_self_contained_report(tmp_path):
     plotting.draw_samples_forks(imgs, imgs[None, :4].repeat(2, 0), np.array([0.2, 0.6]), figs["samples_forks"])
     for path in figs.values():
         assert path.stat().st_size > 1000 and path.with_suffix(".png").stat().st_size > 1000
-    em, agree = emergence_table({"probes": probes[probes.layer == "bottleneck"], "mutual_info": mi,
-                                 "forking": forking}, [0.5, 0.9], 20, 0)
+    em, agree = emergence_table(
+        {"probes": probes[probes.layer == "bottleneck"], "mutual_info": mi, "forking": forking}, [0.5, 0.9], 20, 0
+    )
     bench = tmp_path / "bench" / "train_score_model"
     bench.mkdir(parents=True)
     (bench / "uncond.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t300.0\n")
@@ -56,11 +98,19 @@ def test_figures_and_self_contained_report(tmp_path):
     acc = pd.DataFrame({"factor": FACTOR_NAMES, "accuracy": 0.99, "n_levels": 4, "n_test": 10, "seed": 0})
     scores = pd.DataFrame({"factor": FACTOR_NAMES, "tv_distance": 0.1, "n_samples": 8, "seed": 0, "checkpoint": "x"})
     out = tmp_path / "report" / "report.html"
-    write_report(out, config={"run_name": "t", "dataset": {"source": "synthetic", "synthetic": {
-        "resolution": 16, "levels": {}}}}, figures={k: v.with_suffix(".png") for k, v in figs.items()},
-        captions={k: f"{k} caption." for k in figs}, emergence=em, agreement=agree, classifier_accuracy=acc,
-        sample_scores={"uncond": scores}, hparams={"uncond": {"n_params": 1234, "settings": {"steps": 5}}},
-        benchmarks=[bench / "uncond.tsv"], orders={m: factor_order(em, m, 0.5) for m in MEASUREMENTS})
+    write_report(
+        out,
+        config={"run_name": "t", "dataset": {"source": "synthetic", "synthetic": {"resolution": 16, "levels": {}}}},
+        figures={k: v.with_suffix(".png") for k, v in figs.items()},
+        captions={k: f"{k} caption." for k in figs},
+        emergence=em,
+        agreement=agree,
+        classifier_accuracy=acc,
+        sample_scores={"uncond": scores},
+        hparams={"uncond": {"n_params": 1234, "settings": {"steps": 5}}},
+        benchmarks=[bench / "uncond.tsv"],
+        orders={m: factor_order(em, m, 0.5) for m in MEASUREMENTS},
+    )
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 5
     assert not re.search(r'(src|href)="(http|file|/)', text), "the report must not reference external files"
@@ -69,12 +119,19 @@ def test_figures_and_self_contained_report(tmp_path):
 
 
 def test_single_figure_dry_run_lists_only_its_ancestors(workflow_copy):
-    proc = run_snakemake(workflow_copy, "results/tiny/figures/probes.pdf", "-n", "--configfile", "config/tiny.yaml",
-                         timeout=120)
+    proc = run_snakemake(
+        workflow_copy, "results/tiny/figures/probes.pdf", "-n", "--configfile", "config/tiny.yaml", timeout=120
+    )
     jobs = set(re.findall(r"^rule (\w+):", proc.stdout, flags=re.M))
     assert {"plot_probes", "fit_linear_probes", "extract_features", "train_score_model"} <= jobs, jobs
-    assert not jobs & {"estimate_mutual_information", "run_forking", "train_classifier", "make_report",
-                       "sample_images", "plot_mutual_info"}, jobs
+    assert not jobs & {
+        "estimate_mutual_information",
+        "run_forking",
+        "train_classifier",
+        "make_report",
+        "sample_images",
+        "plot_mutual_info",
+    }, jobs
 
 
 def test_falling_crossing_is_measured_from_the_start():

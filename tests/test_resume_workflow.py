@@ -8,7 +8,6 @@ import time
 
 import psutil  # a dependency of snakemake itself
 import torch
-
 from conftest import copy_workflow, local_env, run_snakemake, snakemake_exe
 
 TARGET = "results/tiny/models/uncond/model.pt"
@@ -22,8 +21,14 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     for wf in (killed, clean):
         (wf / "longer.yaml").write_text(LONGER)
     env = local_env()
-    proc = subprocess.Popen([snakemake_exe(), *ARGS], cwd=killed, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [snakemake_exe(), *ARGS],
+        cwd=killed,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = killed / "results/tiny/state/uncond/checkpoint.pt"
     deadline = time.time() + 240
     try:
@@ -31,8 +36,9 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
             assert proc.poll() is None, "snakemake ended before training checkpointed"
             assert time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.2)
-        jobs = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if "train_score_model" in " ".join(p.cmdline())]
+        jobs = [
+            p for p in psutil.Process(proc.pid).children(recursive=True) if "train_score_model" in " ".join(p.cmdline())
+        ]
         assert jobs, "found no training job process"
         for job in jobs:
             job.send_signal(signal.SIGKILL)

@@ -7,8 +7,8 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-
 from conftest import run_snakemake
+
 from latent_abstractions.runtime import rule_logging
 
 
@@ -17,7 +17,7 @@ def test_rule_logging_writes_the_exception_and_warnings_to_the_log(tmp_path):
     with pytest.raises(KeyError, match="missing_key"):
         with rule_logging(str(log_path), "some_rule") as log:
             log.info("started")
-            warnings.warn("a deprecated setting", UserWarning)
+            warnings.warn("a deprecated setting", UserWarning, stacklevel=1)
             {}["missing_key"]
     text = log_path.read_text()
     assert "started" in text and "a deprecated setting" in text
@@ -31,8 +31,17 @@ def test_a_failing_rule_leaves_its_traceback_in_its_log(workflow_copy):
     with h5py.File(bad, "w") as f:
         f["images"] = np.zeros((256, 16, 16, 3), np.uint8)
     (workflow_copy / "path.yaml").write_text(f"dataset: {{source: path, path: {bad}}}\n")
-    proc = run_snakemake(workflow_copy, "results/tiny/data/split.parquet", "--cores", "1", "--configfile",
-                         "config/tiny.yaml", "path.yaml", check=False, timeout=300)
+    proc = run_snakemake(
+        workflow_copy,
+        "results/tiny/data/split.parquet",
+        "--cores",
+        "1",
+        "--configfile",
+        "config/tiny.yaml",
+        "path.yaml",
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode != 0
     log = (workflow_copy / "results" / "tiny" / "logs" / "split_dataset" / "split_dataset.log").read_text()
     assert re.search(r"ERROR .*split_dataset failed: DatasetError: .*broken\.h5: missing dataset 'labels'", log), log

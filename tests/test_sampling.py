@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from latent_abstractions.model.networks import NCSNpp
-from latent_abstractions.rng import make_generators
 from latent_abstractions.model.sampling import sample, time_grid
 from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.model.sde import VESDE
+from latent_abstractions.rng import make_generators
 
 torch.set_num_threads(1)
 SDE = VESDE(0.01, 10.0)
@@ -50,8 +50,9 @@ def test_denoise_is_tweedie_at_the_last_grid_point():
     assert float((mid - c).std()) > 0.05  # no denoising when the path stops before the end
     last = time_grid(20, 1.0, 1.0)  # zero-length piece at the end: only the denoising step
     assert len(last) == 1
-    torch.testing.assert_close(sample(point, SDE, raw, last, make_generators([5, 6])).x, c.expand(2, -1, -1, -1),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        sample(point, SDE, raw, last, make_generators([5, 6])).x, c.expand(2, -1, -1, -1), rtol=0, atol=1e-5
+    )
 
 
 def _net_score():

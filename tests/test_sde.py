@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from latent_abstractions.rng import make_generators, randn_like_per_sample
 from latent_abstractions.model.sde import VESDE, sigma_max_from_data
+from latent_abstractions.rng import make_generators, randn_like_per_sample
 
 torch.set_num_threads(1)
 SDE = VESDE(0.01, 10.0)
@@ -56,7 +56,7 @@ def test_perturb_marginal_statistics_per_example_times():
     t = torch.where(torch.arange(n) < n // 2, 0.2, 0.8)
     z = torch.randn(n, 1, 1, 1, generator=torch.Generator().manual_seed(0))
     x = SDE.perturb(x0, t, z)
-    for half, tt in ((x[: n // 2], 0.2), (x[n // 2:], 0.8)):
+    for half, tt in ((x[: n // 2], 0.2), (x[n // 2 :], 0.8)):
         assert abs(float(half.mean()) - 3.0) < 0.03 * float(SDE.sigma(tt)) * 3
         assert abs(float(half.std()) / float(SDE.sigma(tt)) - 1) < 0.03
     torch.testing.assert_close(SDE.perturb(x0[:2], 0.5, z[:2]), x0[:2] + float(SDE.sigma(0.5)) * z[:2])

@@ -6,10 +6,15 @@ import pandas as pd
 import pytest
 
 from latent_abstractions.data import shapes3d
-
 from latent_abstractions.data.render import GridSpec
-from latent_abstractions.data.shapes3d import DatasetError, load_shapes3d, load_split, make_split, to_model_input, \
-    write_synthetic
+from latent_abstractions.data.shapes3d import (
+    DatasetError,
+    load_shapes3d,
+    load_split,
+    make_split,
+    to_model_input,
+    write_synthetic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +62,16 @@ def test_images_reads_any_selection_from_chunked_and_contiguous_files(tiny, tmp_
         data.images([64])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda im, lab: (None, lab), "missing dataset 'images'"),
-    (lambda im, lab: (im.astype(np.float32), lab), "dtype float32, expected uint8"),
-    (lambda im, lab: (im[..., :2], lab), "expected (N, H, H, 3)"),
-    (lambda im, lab: (im, lab[:, :5]), "expected (64, 6)"),
-    (lambda im, lab: (im, lab + 0.05), "not one of the official values"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda im, lab: (None, lab), "missing dataset 'images'"),
+        (lambda im, lab: (im.astype(np.float32), lab), "dtype float32, expected uint8"),
+        (lambda im, lab: (im[..., :2], lab), "expected (N, H, H, 3)"),
+        (lambda im, lab: (im, lab[:, :5]), "expected (64, 6)"),
+        (lambda im, lab: (im, lab + 0.05), "not one of the official values"),
+    ],
+)
 def test_bad_files_are_rejected_with_file_and_reason(tiny, tmp_path, mutate, message):
     with h5py.File(tiny) as f:
         images, labels = f["images"][...], f["labels"][...]

@@ -18,7 +18,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, cluster_rules, gpu_rules, snakemake_exe
 
 pytestmark = pytest.mark.slurm
@@ -28,10 +27,22 @@ GPU_RULES = sorted(gpu_rules())
 # The test's overrides of the profile: the local partition, no GPUs, fast status polling through squeue
 # (no accounting database), one thread per job as in the local reference run.
 OVERRIDES = [
-    "--default-resources", "slurm_partition=debug", "mem_mb=2000", "runtime=30",
-    "--set-resources", *[f"{rule}:gpu=0" for rule in GPU_RULES],
-    "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-    "--max-threads", "1", "--retries", "0", "--jobs", "4",
+    "--default-resources",
+    "slurm_partition=debug",
+    "mem_mb=2000",
+    "runtime=30",
+    "--set-resources",
+    *[f"{rule}:gpu=0" for rule in GPU_RULES],
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--max-threads",
+    "1",
+    "--retries",
+    "0",
+    "--jobs",
+    "4",
 ]
 
 
@@ -57,16 +68,25 @@ def run_profile(wf: Path, *extra: str, timeout: float = 900) -> subprocess.Compl
     """snakemake --profile profiles/slurm in ``wf`` under a hard timeout that kills the whole process group."""
     cmd = [snakemake_exe(), "--profile", "profiles/slurm", *OVERRIDES, *extra, "--configfile", "config/tiny.yaml"]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=wf, env={**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=wf,
+        env={**os.environ, "LATENT_ABSTRACTIONS_GPUS": "0"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as err:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        raise AssertionError(f"snakemake under Slurm did not finish in {timeout} s:\n{out[-4000:]}")
-    print(f"\nsnakemake --profile profiles/slurm {' '.join(extra)}: exit {proc.returncode} after "
-          f"{time.monotonic() - t0:.0f} s")
+        raise AssertionError(f"snakemake under Slurm did not finish in {timeout} s:\n{out[-4000:]}") from err
+    print(
+        f"\nsnakemake --profile profiles/slurm {' '.join(extra)}: exit {proc.returncode} after "
+        f"{time.monotonic() - t0:.0f} s"
+    )
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
@@ -76,9 +96,16 @@ def job_table(after: int) -> pd.DataFrame:
     for line in slurm("squeue", "--states=all", "--noheader", "--format=%i|%k|%T|%M").splitlines():
         job_id, comment, state, elapsed = line.split("|")
         if int(job_id) > after and comment.startswith("rule_"):
-            rule = comment[len("rule_"):].split("_wildcards_")[0]
-            rows.append({"rule": rule, "job_id": int(job_id), "state": state, "elapsed": elapsed,
-                         "wildcards": comment.split("_wildcards_")[1] if "_wildcards_" in comment else ""})
+            rule = comment[len("rule_") :].split("_wildcards_")[0]
+            rows.append(
+                {
+                    "rule": rule,
+                    "job_id": int(job_id),
+                    "state": state,
+                    "elapsed": elapsed,
+                    "wildcards": comment.split("_wildcards_")[1] if "_wildcards_" in comment else "",
+                }
+            )
     return pd.DataFrame(rows, columns=["rule", "job_id", "state", "elapsed", "wildcards"]).sort_values("job_id")
 
 
@@ -90,8 +117,9 @@ def last_job_id() -> int:
 def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny_run, tmp_path):
     # the same files as the local reference run (not a fresh copy of a working tree that may have moved on)
     wf = tmp_path / "wf"
-    shutil.copytree(tiny_run, wf, ignore=lambda d, names: {"results", ".snakemake"} & set(names)
-                    if Path(d) == tiny_run else set())
+    shutil.copytree(
+        tiny_run, wf, ignore=lambda d, names: {"results", ".snakemake"} & set(names) if Path(d) == tiny_run else set()
+    )
     before = last_job_id()
     proc = run_profile(wf)
     assert proc.returncode == 0, proc.stdout[-6000:]
@@ -105,10 +133,20 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny
     assert set(jobs["job_id"]) <= logged
 
     res, ref = wf / "results" / "tiny", tiny_run / "results" / "tiny"
-    for table in ("probes", "mutual_info", "forking", "classifier_accuracy", "sample_scores_uncond",
-                  "sample_scores_cond", "emergence"):
-        pd.testing.assert_frame_equal(pd.read_parquet(res / "tables" / f"{table}.parquet"),
-                                      pd.read_parquet(ref / "tables" / f"{table}.parquet"), obj=table)
+    for table in (
+        "probes",
+        "mutual_info",
+        "forking",
+        "classifier_accuracy",
+        "sample_scores_uncond",
+        "sample_scores_cond",
+        "emergence",
+    ):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(res / "tables" / f"{table}.parquet"),
+            pd.read_parquet(ref / "tables" / f"{table}.parquet"),
+            obj=table,
+        )
     for h5 in ("samples/uncond.h5", "forking/strips.h5", "data/shapes3d.h5"):
         with h5py.File(res / h5) as a, h5py.File(ref / h5) as b:
             np.testing.assert_array_equal(a["images"][...], b["images"][...], err_msg=h5)
@@ -135,5 +173,6 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny
     assert proc.returncode == 0, proc.stdout[-6000:]
     rerun = job_table(before)
     assert list(rerun["rule"]) == ["fit_linear_probes"] and list(rerun["state"]) == ["COMPLETED"], rerun
-    pd.testing.assert_frame_equal(pd.read_parquet(res / "tables" / "probes.parquet"),
-                                  pd.read_parquet(ref / "tables" / "probes.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(res / "tables" / "probes.parquet"), pd.read_parquet(ref / "tables" / "probes.parquet")
+    )

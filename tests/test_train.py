@@ -8,26 +8,36 @@ import pandas as pd
 import pytest
 import torch
 
+from latent_abstractions.data.factors import FACTOR_NAMES, N_LEVELS
+from latent_abstractions.data.render import GridSpec
+from latent_abstractions.data.shapes3d import make_split, write_synthetic
 from latent_abstractions.model import trainer as train_mod
 from latent_abstractions.model.checkpoint import load_score_model, save_classifier, save_model
 from latent_abstractions.model.classifier import AttributeClassifier
-from latent_abstractions.data.factors import FACTOR_NAMES, N_LEVELS
-from latent_abstractions.model.sampling import generate, sample_seeds
 from latent_abstractions.model.networks import NCSNpp
-from latent_abstractions.data.render import GridSpec
-from latent_abstractions.model.sde import VESDE
-from latent_abstractions.data.shapes3d import make_split, write_synthetic
+from latent_abstractions.model.sampling import generate, sample_seeds
 from latent_abstractions.model.score import get_score_fn
-from latent_abstractions.stages.sample import sample_images
+from latent_abstractions.model.sde import VESDE
 from latent_abstractions.model.trainer import TrainSettings, fit_score_model
+from latent_abstractions.stages.sample import sample_images
 
 torch.set_num_threads(1)
 NET = dict(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], n_levels=[10] * 6)
 
 
 def settings(steps):
-    return TrainSettings(steps=steps, batch_size=8, lr=1e-3, warmup_steps=3, grad_clip=1.0, ema_decay=0.9,
-                         checkpoint_every=3, log_every=2, label_dropout=0.3, seed=3)
+    return TrainSettings(
+        steps=steps,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=3,
+        grad_clip=1.0,
+        ema_decay=0.9,
+        checkpoint_every=3,
+        log_every=2,
+        label_dropout=0.3,
+        seed=3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,7 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
         fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
     monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
     # ... and the same job run again resumes from step 9
-    resumed, resumed_log, info = fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu,
-                                                   progress=False)
+    resumed, resumed_log, info = fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
     assert info["resumed_from"] == 9
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -68,8 +77,9 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
 def test_checkpoint_of_other_hyperparameters_is_not_reused(tmp_path, data):
     sde = VESDE(0.01, 5.0)
     fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
-    _, _, info = fit_score_model(*data, NET, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"),
-                                   progress=False)
+    _, _, info = fit_score_model(
+        *data, NET, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"), progress=False
+    )
     assert info["resumed_from"] == 0
 
 
@@ -85,15 +95,33 @@ def test_checkpoint_of_another_network_version_is_not_reused(tmp_path, data):
 
 def test_rejects_float_images(data):
     with pytest.raises(ValueError, match="uint8"):
-        fit_score_model(data[0].float(), None, NET, VESDE(0.01, 5.0), settings(1), "/nonexistent",
-                          torch.device("cpu"), progress=False)
+        fit_score_model(
+            data[0].float(),
+            None,
+            NET,
+            VESDE(0.01, 5.0),
+            settings(1),
+            "/nonexistent",
+            torch.device("cpu"),
+            progress=False,
+        )
 
 
 def test_loss_falls_over_training(tmp_path, data):
-    s = TrainSettings(steps=40, batch_size=16, lr=2e-3, warmup_steps=5, grad_clip=1.0, ema_decay=0.9,
-                      checkpoint_every=40, log_every=5, seed=0)
-    _, log, _ = fit_score_model(data[0], None, {**NET, "n_levels": None}, VESDE(0.01, 5.0), s, tmp_path,
-                                  torch.device("cpu"), progress=False)
+    s = TrainSettings(
+        steps=40,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=5,
+        grad_clip=1.0,
+        ema_decay=0.9,
+        checkpoint_every=40,
+        log_every=5,
+        seed=0,
+    )
+    _, log, _ = fit_score_model(
+        data[0], None, {**NET, "n_levels": None}, VESDE(0.01, 5.0), s, tmp_path, torch.device("cpu"), progress=False
+    )
     assert list(log.columns) == ["step", "loss", "lr", "images_seen", "seconds"]
     assert log["images_seen"].iloc[-1] == 40 * 16 and log["lr"].iloc[-1] == pytest.approx(2e-3)
     # an untrained network outputs 0, so the loss starts at E||z||^2 = 3 * 8 * 8 = 192
@@ -125,8 +153,9 @@ def test_extending_a_finished_run_continues_it(tmp_path, data):
 
 def test_sample_images_writes_the_documented_layout(tmp_path):
     torch.manual_seed(0)
-    net = NCSNpp(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[],
-                 n_levels=list(N_LEVELS))  # a conditional model, sampled unconditionally
+    net = NCSNpp(
+        img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], n_levels=list(N_LEVELS)
+    )  # a conditional model, sampled unconditionally
     model = (tmp_path / "cond.pt", tmp_path / "cond.json")
     save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
     present = [[0, 1]] * 6
@@ -135,9 +164,24 @@ def test_sample_images_writes_the_documented_layout(tmp_path):
     write_synthetic(data[0], GridSpec.from_counts(8, [2] * 6), progress=False)
     make_split(64, 0.25, seed=0).to_parquet(data[1])
     out = {k: tmp_path / f"out.{k}" for k in ("h5", "png", "parquet")}
-    sample_images(*model, tmp_path / "clf.pt", tmp_path / "clf.json", *data, out["h5"], out["png"], out["parquet"],
-                  model="cond", n_samples=5, steps=3, method="pc", snr=0.16, corrector=True, batch_size=2, seed=7,
-                  device=torch.device("cpu"))
+    sample_images(
+        *model,
+        tmp_path / "clf.pt",
+        tmp_path / "clf.json",
+        *data,
+        out["h5"],
+        out["png"],
+        out["parquet"],
+        model="cond",
+        n_samples=5,
+        steps=3,
+        method="pc",
+        snr=0.16,
+        corrector=True,
+        batch_size=2,
+        seed=7,
+        device=torch.device("cpu"),
+    )
     with h5py.File(out["h5"], "r") as f:
         images, seeds = f["images"][()], f["seeds"][()]
         attrs = dict(f.attrs)
@@ -152,8 +196,17 @@ def test_sample_images_writes_the_documented_layout(tmp_path):
     assert (scores["n_samples"] == 5).all()
     # per-sample seeds: the same samples whatever the batch size
     loaded = load_score_model(*model)
-    again = generate(get_score_fn(loaded.net, loaded.sde), loaded.sde, 8, sample_seeds(7, 5), steps=3, method="pc",
-                     snr=0.16, batch_size=5, device=torch.device("cpu"))
+    again = generate(
+        get_score_fn(loaded.net, loaded.sde),
+        loaded.sde,
+        8,
+        sample_seeds(7, 5),
+        steps=3,
+        method="pc",
+        snr=0.16,
+        batch_size=5,
+        device=torch.device("cpu"),
+    )
     np.testing.assert_array_equal(again, images)
     np.testing.assert_array_equal(sample_seeds(7, 5), seeds)
 
@@ -182,6 +235,7 @@ def test_conditional_model_can_have_its_own_noise_levels():
     import yaml
 
     from latent_abstractions.stages.train import model_training, train_settings
+
     shipped = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "config.yaml").read_text())["training"]
     base = {**shipped, "sigma_sampling": "log_normal", "sigma_sampling_cond": "log_uniform"}
     assert model_training(base, "cond")["sigma_sampling"] == "log_uniform"

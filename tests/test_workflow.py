@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import TINY_RUN_ARGS, run_snakemake
 
 TINY = ["--configfile", "config/tiny.yaml"]
@@ -24,9 +23,18 @@ def test_lint_reports_nothing(workflow_copy):
 def test_dry_run_lists_every_stage(workflow_copy):
     proc = run_snakemake(workflow_copy, "-n", *TINY, timeout=120)
     jobs = set(re.findall(r"^rule (\w+):", proc.stdout, flags=re.M))
-    for rule in ("render_shapes3d", "split_dataset", "train_score_model", "train_classifier", "sample_images",
-                 "extract_features", "fit_linear_probes", "estimate_mutual_information", "run_forking",
-                 "make_report"):
+    for rule in (
+        "render_shapes3d",
+        "split_dataset",
+        "train_score_model",
+        "train_classifier",
+        "sample_images",
+        "extract_features",
+        "fit_linear_probes",
+        "estimate_mutual_information",
+        "run_forking",
+        "make_report",
+    ):
         assert rule in jobs, f"{rule} missing from the dry run:\n{proc.stdout[-3000:]}"
     assert "download_shapes3d" not in jobs  # only the configured dataset source is in the DAG
 
@@ -40,8 +48,9 @@ def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
     res = workflow_copy / "results" / "tiny"
     assert (res / "report" / "report.html").stat().st_size > 10_000
 
-    tables = {name: pd.read_parquet(res / "tables" / f"{name}.parquet")
-              for name in ("probes", "mutual_info", "forking")}
+    tables = {
+        name: pd.read_parquet(res / "tables" / f"{name}.parquet") for name in ("probes", "mutual_info", "forking")
+    }
     n_tau = 4  # config/tiny.yaml taus.n
     for name, df in tables.items():
         assert set(df["factor"]) == {"floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"}, name
@@ -58,8 +67,15 @@ def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
     proc = run_snakemake(workflow_copy, "-n", *TINY, timeout=120)
     assert "Nothing to be done" in proc.stdout + proc.stderr
     before = {p.name: _digest(p) for p in (res / "tables").glob("*.parquet")}
-    run_snakemake(workflow_copy, *TINY_RUN_ARGS, "--forcerun", "extract_features", "estimate_mutual_information",
-                  "run_forking", timeout=900)
+    run_snakemake(
+        workflow_copy,
+        *TINY_RUN_ARGS,
+        "--forcerun",
+        "extract_features",
+        "estimate_mutual_information",
+        "run_forking",
+        timeout=900,
+    )
     after = {p.name: _digest(p) for p in (res / "tables").glob("*.parquet")}
     for name in ("probes.parquet", "mutual_info.parquet", "forking.parquet"):
         assert after[name] == before[name], f"{name} changed when recomputed with the same config"
@@ -69,7 +85,11 @@ def test_dataset_source_path_uses_the_users_file(workflow_copy, tmp_path):
     missing = tmp_path / "absent.h5"
     (workflow_copy / "path.yaml").write_text(f"dataset: {{source: path, path: {missing}}}\n")
     proc = run_snakemake(workflow_copy, "-n", *TINY, "path.yaml", check=False, timeout=120)
-    assert proc.returncode != 0 and "dataset.path" in proc.stdout + proc.stderr and str(missing) in proc.stdout + proc.stderr
+    assert (
+        proc.returncode != 0
+        and "dataset.path" in proc.stdout + proc.stderr
+        and str(missing) in proc.stdout + proc.stderr
+    )
     from latent_abstractions.data.render import GridSpec
     from latent_abstractions.data.shapes3d import write_synthetic
 
@@ -85,16 +105,32 @@ def test_dataset_source_path_uses_the_users_file(workflow_copy, tmp_path):
 MEASUREMENT_RULES = {"extract_features", "fit_linear_probes", "estimate_mutual_information", "run_forking"}
 
 
-@pytest.mark.parametrize("patch, expected", [
-    # the sample count feeds only the sample rule; forking takes the sampler's method and snr, not n_samples
-    ("sampling: {n_samples: 5}", {"sample_images", "plot_samples_forks", "make_report", "all"}),
-    ("probes: {C: 0.5}", {"fit_linear_probes", "plot_probes", "make_emergence_table", "plot_agreement", "make_report",
-                          "all"}),
-    # label dropout is the conditional model's only: the unconditional model and its dependents stay
-    ("score_model: {label_dropout: 0.5}", {"train_score_model", "sample_images", "estimate_mutual_information",
-                                           "plot_mutual_info", "plot_training_loss", "make_emergence_table",
-                                           "plot_agreement", "make_report", "all"}),
-])
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        # the sample count feeds only the sample rule; forking takes the sampler's method and snr, not n_samples
+        ("sampling: {n_samples: 5}", {"sample_images", "plot_samples_forks", "make_report", "all"}),
+        (
+            "probes: {C: 0.5}",
+            {"fit_linear_probes", "plot_probes", "make_emergence_table", "plot_agreement", "make_report", "all"},
+        ),
+        # label dropout is the conditional model's only: the unconditional model and its dependents stay
+        (
+            "score_model: {label_dropout: 0.5}",
+            {
+                "train_score_model",
+                "sample_images",
+                "estimate_mutual_information",
+                "plot_mutual_info",
+                "plot_training_loss",
+                "make_emergence_table",
+                "plot_agreement",
+                "make_report",
+                "all",
+            },
+        ),
+    ],
+)
 def test_a_config_change_reruns_exactly_the_rules_that_use_it(tiny_run, patch, expected):
     (tiny_run / "patch.yaml").write_text(patch + "\n")
     proc = run_snakemake(tiny_run, "-n", *TINY, "patch.yaml", timeout=120)

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-OFFICIAL_RESOLUTION = 64     # the official 3dshapes.h5 (dataset.source: download)
+OFFICIAL_RESOLUTION = 64  # the official 3dshapes.h5 (dataset.source: download)
 OFFICIAL_N_IMAGES = 480_000
 FACTOR_KEYS = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
-PIXELS = "pixels"            # the baseline layer every features table has (not a network feature map)
+PIXELS = "pixels"  # the baseline layer every features table has (not a network feature map)
 
 
 class ConfigError(ValueError):
@@ -38,6 +38,7 @@ class ConfigError(ValueError):
 
 
 # --- 1. coercion of command-line strings --------------------------------------------------------------------
+
 
 def _types(schema: dict) -> list[str]:
     t = schema.get("type", [])
@@ -101,6 +102,7 @@ def coerce(value: Any, schema: dict) -> Any:
 
 # --- 2. defaults ---------------------------------------------------------------------------------------------
 
+
 def fill_defaults(config: dict, schema: dict) -> None:
     """Set every missing key that has a schema default, recursively, in place."""
     for key, sub in schema.get("properties", {}).items():
@@ -111,6 +113,7 @@ def fill_defaults(config: dict, schema: dict) -> None:
 
 
 # --- 3. schema validation with short messages ----------------------------------------------------------------
+
 
 def key_path(path) -> str:
     """('training', 'steps') -> 'training.steps'; list indices as [i]."""
@@ -124,21 +127,36 @@ def describe(schema: dict) -> str:
     """What a schema allows, in a few words: 'an integer >= 1', 'one of: pc, em', 'a list of numbers'."""
     if "enum" in schema:
         return "one of: " + ", ".join(map(str, schema["enum"]))
-    names = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-             "null": "null", "array": "a list", "object": "a mapping"}
+    names = {
+        "integer": "an integer",
+        "number": "a number",
+        "string": "a string",
+        "boolean": "true or false",
+        "null": "null",
+        "array": "a list",
+        "object": "a mapping",
+    }
     parts = []
     for t in _types(schema):
         text = names.get(t, t)
         if t in ("integer", "number"):
-            bounds = [f"{op} {schema[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
-                                                         ("maximum", "<="), ("exclusiveMaximum", "<"))
-                      if k in schema]
+            bounds = [
+                f"{op} {schema[k]}"
+                for k, op in (
+                    ("minimum", ">="),
+                    ("exclusiveMinimum", ">"),
+                    ("maximum", "<="),
+                    ("exclusiveMaximum", "<"),
+                )
+                if k in schema
+            ]
             text += " " + " and ".join(bounds) if bounds else ""
         if t == "string" and "pattern" in schema:
             text += f" matching {schema['pattern']}"
         if t == "array" and isinstance(schema.get("items"), dict):
             text = "a list of " + describe(schema["items"]).replace("an integer", "integers").replace(
-                "a number", "numbers").replace("a string", "strings")
+                "a number", "numbers"
+            ).replace("a string", "strings")
             if schema.get("minItems"):
                 text += f" (at least {schema['minItems']})"
         parts.append(text)
@@ -180,13 +198,14 @@ def schema_problems(config: dict, schema: dict) -> list[str]:
 
 # --- 4. pre-flight checks that need no job -------------------------------------------------------------------
 
+
 def feature_map_names(img_resolution: int, ch_mult: list[int]) -> list[str]:
     """The names :meth:`networks.NCSNpp.feature_names` returns, without building the network.
 
     One encoder map per resolution level (``enc_<side>``, the side halving between levels), the bottleneck,
     and one decoder map per level back up (``dec_<side>``).
     """
-    sides = [img_resolution // 2 ** i for i in range(len(ch_mult))]
+    sides = [img_resolution // 2**i for i in range(len(ch_mult))]
     return [f"enc_{s}" for s in sides] + ["bottleneck"] + [f"dec_{s}" for s in reversed(sides)]
 
 
@@ -213,8 +232,14 @@ def dataset_shape(config: dict) -> tuple[int | None, int | None, str | None]:
         with h5py.File(path, "r") as f:
             shape = f["images"].shape
     except Exception as err:  # noqa: BLE001 - any reader problem is reported with the key
-        return None, None, (f"dataset.path = {path!r}: cannot read an 'images' dataset from it ({err}); "
-                            "expected an HDF5 file in the 3dshapes.h5 layout")
+        return (
+            None,
+            None,
+            (
+                f"dataset.path = {path!r}: cannot read an 'images' dataset from it ({err}); "
+                "expected an HDF5 file in the 3dshapes.h5 layout"
+            ),
+        )
     if len(shape) != 4:
         return None, None, f"dataset.path = {path!r}: 'images' has shape {shape}, expected (N, H, H, 3)"
     return int(shape[1]), int(shape[0]), None
@@ -230,38 +255,51 @@ def preflight_problems(config: dict) -> tuple[list[str], list[str]]:
     if res is not None:
         levels = len(net["ch_mult"])
         if res % 2 ** (levels - 1):
-            problems.append(f"score_model.ch_mult = {net['ch_mult']}: {levels} resolution levels halve the image "
-                            f"{levels - 1} times, but the image side {res} is not divisible by {2 ** (levels - 1)}; "
-                            f"use at most {_max_levels(res)} levels")
+            problems.append(
+                f"score_model.ch_mult = {net['ch_mult']}: {levels} resolution levels halve the image "
+                f"{levels - 1} times, but the image side {res} is not divisible by {2 ** (levels - 1)}; "
+                f"use at most {_max_levels(res)} levels"
+            )
         else:
-            sides = [res // 2 ** i for i in range(levels)]
+            sides = [res // 2**i for i in range(levels)]
             bad = [a for a in net["attn_resolutions"] if a not in sides]
             if bad:
-                problems.append(f"score_model.attn_resolutions = {net['attn_resolutions']}: {bad} not a feature-map "
-                                f"side of this network; allowed: {sides} (image side {res}, ch_mult {net['ch_mult']})")
+                problems.append(
+                    f"score_model.attn_resolutions = {net['attn_resolutions']}: {bad} not a feature-map "
+                    f"side of this network; allowed: {sides} (image side {res}, ch_mult {net['ch_mult']})"
+                )
             names = feature_map_names(res, net["ch_mult"])
             unknown = [name for name in feats["layers"] if name not in names]
             if unknown:
                 extra = f" ('{PIXELS}' is always included as the baseline)" if PIXELS in unknown else ""
-                problems.append(f"features.layers = {feats['layers']}: unknown feature map(s) {unknown}{extra}; "
-                                f"allowed: {', '.join(names)} (image side {res}, score_model.ch_mult {net['ch_mult']})")
+                problems.append(
+                    f"features.layers = {feats['layers']}: unknown feature map(s) {unknown}{extra}; "
+                    f"allowed: {', '.join(names)} (image side {res}, score_model.ch_mult {net['ch_mult']})"
+                )
     if n_images is not None:
         n_train, n_test = split_sizes(n_images, config["dataset"]["test_fraction"])
         where = f"the dataset's {n_images} images split {n_train} train / {n_test} test"
         if n_train < 2:
-            problems.append(f"dataset.test_fraction = {config['dataset']['test_fraction']}: {where}; training needs "
-                            "at least 2 train images")
-        for key, value, limit in (("features.n_train", feats["n_train"], n_train),
-                                  ("features.n_test", feats["n_test"], n_test),
-                                  ("mutual_info.n_images", config["mutual_info"]["n_images"], n_test)):
+            problems.append(
+                f"dataset.test_fraction = {config['dataset']['test_fraction']}: {where}; training needs "
+                "at least 2 train images"
+            )
+        for key, value, limit in (
+            ("features.n_train", feats["n_train"], n_train),
+            ("features.n_test", feats["n_test"], n_test),
+            ("mutual_info.n_images", config["mutual_info"]["n_images"], n_test),
+        ):
             if value > limit:
-                problems.append(f"{key} = {value}: more than the {limit} images available ({where}); "
-                                f"allowed: 2..{limit}")
+                problems.append(
+                    f"{key} = {value}: more than the {limit} images available ({where}); allowed: 2..{limit}"
+                )
         if config["dataset"]["source"] == "synthetic":
             const = [k for k in FACTOR_KEYS if config["dataset"]["synthetic"]["levels"][k] == 1]
             if const:
-                warnings.append(f"dataset.synthetic.levels: {', '.join(const)} rendered with 1 level: constant, "
-                                "so not measurable (reported as such, left out of ranks and agreement)")
+                warnings.append(
+                    f"dataset.synthetic.levels: {', '.join(const)} rendered with 1 level: constant, "
+                    "so not measurable (reported as such, left out of ranks and agreement)"
+                )
     taus = config["taus"]
     if taus["start"] >= taus["stop"]:
         problems.append(f"taus.start = {taus['start']}, taus.stop = {taus['stop']}: start must be below stop")
@@ -272,23 +310,31 @@ def preflight_problems(config: dict) -> tuple[list[str], list[str]]:
         snapped = {}
         for s in config["forking"]["strip_taus"]:
             if not taus["start"] <= s <= taus["stop"]:
-                problems.append(f"forking.strip_taus: {s} is outside the tau grid [{taus['start']}, {taus['stop']}]; "
-                                f"allowed: values in that range (the nearest of taus {grid} is used)")
+                problems.append(
+                    f"forking.strip_taus: {s} is outside the tau grid [{taus['start']}, {taus['stop']}]; "
+                    f"allowed: values in that range (the nearest of taus {grid} is used)"
+                )
                 continue
             near = int(np.argmin(np.abs(np.asarray(grid) - s)))  # as forking.run_forking picks it
             if near in snapped:
-                problems.append(f"forking.strip_taus: {snapped[near]} and {s} both select the grid tau {grid[near]}; "
-                                f"allowed: values nearest to distinct taus of {grid}")
+                problems.append(
+                    f"forking.strip_taus: {snapped[near]} and {s} both select the grid tau {grid[near]}; "
+                    f"allowed: values nearest to distinct taus of {grid}"
+                )
             snapped.setdefault(near, s)
         intervals = taus["n"] - 1 if taus["start"] == 0 else taus["n"]  # as mutual_info.mi_curves splits [0, tau]
         if config["mutual_info"]["n_times"] < intervals:
-            problems.append(f"mutual_info.n_times = {config['mutual_info']['n_times']}: fewer quadrature times than "
-                            f"the {intervals} intervals of the tau grid; allowed: at least {intervals} (one per "
-                            "interval)")
+            problems.append(
+                f"mutual_info.n_times = {config['mutual_info']['n_times']}: fewer quadrature times than "
+                f"the {intervals} intervals of the tau grid; allowed: at least {intervals} (one per "
+                "interval)"
+            )
     sde = config["sde"]
     if sde["sigma_max"] is not None and sde["sigma_max"] <= sde["sigma_min"]:
-        problems.append(f"sde.sigma_max = {sde['sigma_max']}: must exceed sde.sigma_min = {sde['sigma_min']} "
-                        "(or be null: the largest pairwise distance in the training data)")
+        problems.append(
+            f"sde.sigma_max = {sde['sigma_max']}: must exceed sde.sigma_min = {sde['sigma_min']} "
+            "(or be null: the largest pairwise distance in the training data)"
+        )
     thresholds = config["report"]["thresholds"]
     if len(set(thresholds)) != len(thresholds):
         problems.append(f"report.thresholds = {thresholds}: values must be distinct")
@@ -297,12 +343,13 @@ def preflight_problems(config: dict) -> tuple[list[str], list[str]]:
 
 def _max_levels(res: int) -> int:
     k = 1
-    while res % 2 ** k == 0:
+    while res % 2**k == 0:
         k += 1
     return k
 
 
 # --- the entry point -------------------------------------------------------------------------------------------
+
 
 def check_config(config: dict, schema_path: str | os.PathLike) -> list[str]:
     """Coerce, fill defaults, validate and pre-flight ``config`` in place; return warnings.
@@ -318,8 +365,9 @@ def check_config(config: dict, schema_path: str | os.PathLike) -> list[str]:
     if not problems:
         problems, warnings = preflight_problems(config)
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)
-                          + "\n(every key is explained in config/config.yaml)")
+        raise ConfigError(
+            "invalid configuration:\n  " + "\n  ".join(problems) + "\n(every key is explained in config/config.yaml)"
+        )
     return warnings
 
 

@@ -44,10 +44,12 @@ def state_lock(state_dir: str | os.PathLike) -> Iterator[Path]:
             raise StateLockedError(
                 f"{state_dir} is in use by another trainer ({holder}). Two trainers must not write one "
                 f"state directory: wait for it to finish, or stop it (kill <pid>) if it is an orphan of a killed "
-                f"Snakemake, then rerun.") from None
+                f"Snakemake, then rerun."
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            fd, f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0
+        )
         try:
             yield path
         finally:

@@ -60,8 +60,9 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-def randn_per_sample(shape: tuple[int, ...], generators: Sequence[torch.Generator],
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def randn_per_sample(
+    shape: tuple[int, ...], generators: Sequence[torch.Generator], device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Standard normal (B, *shape[1:]) with row k drawn from ``generators[k]``."""
     import torch
 

@@ -69,8 +69,11 @@ def select_device(n_gpus: int, threads: int | None = None):
                 % (n_gpus, torch.__version__, os.environ.get("CUDA_VISIBLE_DEVICES"))
             )
         dev = torch.device("cuda")
-        log.info("device: cuda (%s), CUDA_VISIBLE_DEVICES=%r", torch.cuda.get_device_name(0),
-                 os.environ.get("CUDA_VISIBLE_DEVICES"))
+        log.info(
+            "device: cuda (%s), CUDA_VISIBLE_DEVICES=%r",
+            torch.cuda.get_device_name(0),
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
     else:
         dev = torch.device("cpu")
         log.info("device: cpu (%d threads)", torch.get_num_threads())

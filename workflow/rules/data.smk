@@ -8,62 +8,61 @@ rule render_shapes3d:
         f"{LOGS}/render_shapes3d/render_shapes3d.log",
     benchmark:
         f"{BENCH}/render_shapes3d/render_shapes3d.tsv"
-    params:
-        resolution=cfg("dataset/synthetic/resolution"),
-        levels=get_level_counts(),
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        resolution=cfg("dataset/synthetic/resolution"),
+        levels=get_level_counts(),
     script:
         "../scripts/render_shapes3d.py"
 
 
 # Local: compute nodes often have no internet access.
 rule download_shapes3d:
-    localrule: True
     output:
         h5="resources/shapes3d/3dshapes.h5",
     log:
         f"{LOGS}/download_shapes3d/download_shapes3d.log",
-    params:
-        url=cfg("dataset/url"),
-        sha256=cfg("dataset/sha256"),
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=120,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        url=cfg("dataset/url"),
+        sha256=cfg("dataset/sha256"),
     script:
         "../scripts/download_shapes3d.py"
 
 
 rule split_dataset:
-    localrule: True
     input:
         h5=get_dataset(),
     output:
         split=f"{RESULTS}/data/split.parquet",
     log:
         f"{LOGS}/split_dataset/split_dataset.log",
-    params:
-        test_fraction=cfg("dataset/test_fraction"),
-        seed=cfg("seed"),
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        test_fraction=cfg("dataset/test_fraction"),
+        seed=cfg("seed"),
     script:
         "../scripts/split_dataset.py"
 
 
 rule plot_contact_sheet:
-    localrule: True
     input:
         h5=get_dataset(),
     output:
@@ -74,13 +73,14 @@ rule plot_contact_sheet:
         ),
     log:
         f"{LOGS}/plot_contact_sheet/plot_contact_sheet.log",
-    params:
-        seed=cfg("seed"),
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        seed=cfg("seed"),
     script:
         "../scripts/plot_contact_sheet.py"

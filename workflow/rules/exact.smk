@@ -13,6 +13,13 @@ rule compute_exact_filter:
         f"{LOGS}/compute_exact_filter/compute_exact_filter.log",
     benchmark:
         f"{BENCH}/compute_exact_filter/compute_exact_filter.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=4000,
+        runtime=120,
     params:
         n_samples=cfg("exact_filter/n_samples"),
         mixtures=cfg("exact_filter/mixtures"),
@@ -21,12 +28,5 @@ rule compute_exact_filter:
         n_base=cfg("forking/n_base"),
         taus=get_taus(),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/compute_exact_filter.py"

@@ -14,6 +14,13 @@ rule extract_features:
         f"{LOGS}/extract_features/extract_features.log",
     benchmark:
         f"{BENCH}/extract_features/extract_features.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=60,
     params:
         taus=get_taus(),
         layers=cfg("features/layers"),
@@ -23,13 +30,6 @@ rule extract_features:
         n_test=cfg("features/n_test"),
         batch_size=cfg("features/batch_size"),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/extract_features.py"
 
@@ -43,17 +43,17 @@ rule fit_linear_probes:
         f"{LOGS}/fit_linear_probes/fit_linear_probes.log",
     benchmark:
         f"{BENCH}/fit_linear_probes/fit_linear_probes.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         C=cfg("probes/C"),
         max_iter=cfg("probes/max_iter"),
         n_bootstrap=cfg("probes/n_bootstrap"),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../scripts/fit_linear_probes.py"
 
@@ -70,6 +70,13 @@ rule estimate_mutual_information:
         f"{LOGS}/estimate_mutual_information/estimate_mutual_information.log",
     benchmark:
         f"{BENCH}/estimate_mutual_information/estimate_mutual_information.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=120,
     params:
         taus=get_taus(),
         n_images=cfg("mutual_info/n_images"),
@@ -77,13 +84,6 @@ rule estimate_mutual_information:
         estimator=cfg("mutual_info/estimator"),
         batch_size=cfg("mutual_info/batch_size"),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/estimate_mutual_information.py"
 
@@ -101,6 +101,13 @@ rule run_forking:
         f"{LOGS}/run_forking/run_forking.log",
     benchmark:
         f"{BENCH}/run_forking/run_forking.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=120,
     params:
         taus=get_taus(),
         n_base=cfg("forking/n_base"),
@@ -111,12 +118,5 @@ rule run_forking:
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/run_forking.py"

@@ -3,7 +3,6 @@
 
 
 rule plot_probes:
-    localrule: True
     input:
         probes=rules.fit_linear_probes.output.table,
         exact=rules.compute_exact_filter.output.table,
@@ -12,38 +11,36 @@ rule plot_probes:
         png=report(f"{RESULTS}/figures/probes.png", caption="../report/probes.rst", category="Measurements"),
     log:
         f"{LOGS}/plot_probes/plot_probes.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/plot_probes.py"
 
 
 rule plot_mutual_info:
-    localrule: True
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
         exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/mutual_info.pdf",
-        png=report(
-            f"{RESULTS}/figures/mutual_info.png", caption="../report/mutual_info.rst", category="Measurements"
-        ),
+        png=report(f"{RESULTS}/figures/mutual_info.png", caption="../report/mutual_info.rst", category="Measurements"),
     log:
         f"{LOGS}/plot_mutual_info/plot_mutual_info.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/plot_mutual_info.py"
 
 
 rule plot_forking:
-    localrule: True
     input:
         forking=rules.run_forking.output.table,
         exact=rules.compute_exact_filter.output.table,
@@ -52,38 +49,36 @@ rule plot_forking:
         png=report(f"{RESULTS}/figures/forking.png", caption="../report/forking.rst", category="Measurements"),
     log:
         f"{LOGS}/plot_forking/plot_forking.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/plot_forking.py"
 
 
 rule plot_samples_forks:
-    localrule: True
     input:
         samples=f"{RESULTS}/samples/uncond.h5",
         strips=rules.run_forking.output.strips,
     output:
         pdf=f"{RESULTS}/figures/samples_forks.pdf",
-        png=report(
-            f"{RESULTS}/figures/samples_forks.png", caption="../report/samples_forks.rst", category="Samples"
-        ),
+        png=report(f"{RESULTS}/figures/samples_forks.png", caption="../report/samples_forks.rst", category="Samples"),
     log:
         f"{LOGS}/plot_samples_forks/plot_samples_forks.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/plot_samples_forks.py"
 
 
 rule plot_training_loss:
-    localrule: True
     input:
         losses=expand(rules.train_score_model.output.loss, model=MODELS),
     output:
@@ -91,19 +86,19 @@ rule plot_training_loss:
         png=report(f"{RESULTS}/figures/training_loss.png", caption="../report/training_loss.rst", category="Training"),
     log:
         f"{LOGS}/plot_training_loss/plot_training_loss.log",
-    params:
-        models=MODELS,
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
+    params:
+        models=MODELS,
     script:
         "../scripts/plot_training_loss.py"
 
 
 rule make_emergence_table:
-    localrule: True
     input:
         probes=rules.fit_linear_probes.output.table,
         mutual_info=rules.estimate_mutual_information.output.table,
@@ -115,22 +110,22 @@ rule make_emergence_table:
         exact_gaps=f"{RESULTS}/tables/agreement.parquet",
     log:
         f"{LOGS}/make_emergence_table/make_emergence_table.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         layer=lookup(dpath="features/layers/0", within=config),
         thresholds=cfg("report/thresholds"),
         n_bootstrap=cfg("report/n_bootstrap"),
         seed=cfg("seed"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/make_emergence_table.py"
 
 
 rule plot_agreement:
-    localrule: True
     input:
         mutual_info=rules.estimate_mutual_information.output.table,
         forking=rules.run_forking.output.table,
@@ -143,17 +138,17 @@ rule plot_agreement:
         ),
     log:
         f"{LOGS}/plot_agreement/plot_agreement.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/plot_agreement.py"
 
 
 rule make_report:
-    localrule: True
     input:
         probes=rules.plot_probes.output.png,
         mutual_info=rules.plot_mutual_info.output.png,
@@ -174,16 +169,17 @@ rule make_report:
         html=f"{RESULTS}/report/report.html",
     log:
         f"{LOGS}/make_report/make_report.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         models=MODELS,
         figure_keys=REPORT_FIGURES,
         first_threshold=lookup(dpath="report/thresholds/0", within=config),
         # the report shows the resolved configuration, so it depends on all of it
         config=config,
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/make_report.py"

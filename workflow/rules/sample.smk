@@ -22,6 +22,13 @@ rule sample_images:
         f"{LOGS}/sample_images/{{model}}.log",
     benchmark:
         f"{BENCH}/sample_images/{{model}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=60,
     params:
         n_samples=cfg("sampling/n_samples"),
         steps=cfg("sampling/steps"),
@@ -30,12 +37,5 @@ rule sample_images:
         corrector=cfg("sampling/corrector"),
         batch_size=cfg("sampling/batch_size"),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/sample_images.py"

@@ -14,6 +14,13 @@ rule train_score_model:
         f"{LOGS}/train_score_model/{{model}}.log",
     benchmark:
         f"{BENCH}/train_score_model/{{model}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=240,
     params:
         net=cfg_keys(
             "score_model", "nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "fourier_scale", "precond"
@@ -24,13 +31,6 @@ rule train_score_model:
         training=cfg("training"),
         seed=cfg("seed"),
         state_dir=f"{RESULTS}/state/{{model}}",
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/train_score_model.py"
 
@@ -47,18 +47,18 @@ rule train_classifier:
         f"{LOGS}/train_classifier/train_classifier.log",
     benchmark:
         f"{BENCH}/train_classifier/train_classifier.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=60,
     params:
         width=cfg("classifier/width"),
         steps=cfg("classifier/steps"),
         batch_size=cfg("classifier/batch_size"),
         lr=cfg("classifier/lr"),
         seed=cfg("seed"),
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/train_classifier.py"

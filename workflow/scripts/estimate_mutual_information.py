@@ -6,7 +6,17 @@ with rule_logging(snakemake.log[0], snakemake.rule):
     from latent_abstractions.stages.measurements import estimate_mutual_information
 
     inp, par = snakemake.input, snakemake.params
-    estimate_mutual_information(inp.model, inp.hparams, inp.h5, inp.split, snakemake.output.table, taus=par.taus,
-                                n_images=par.n_images, n_times=par.n_times, batch_size=par.batch_size,
-                                estimator=par.estimator, seed=par.seed,
-                                device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads))
+    estimate_mutual_information(
+        inp.model,
+        inp.hparams,
+        inp.h5,
+        inp.split,
+        snakemake.output.table,
+        taus=par.taus,
+        n_images=par.n_images,
+        n_times=par.n_times,
+        batch_size=par.batch_size,
+        estimator=par.estimator,
+        seed=par.seed,
+        device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
+    )

@@ -6,6 +6,16 @@ with rule_logging(snakemake.log[0], snakemake.rule):
     from latent_abstractions.stages.reporting import make_emergence_table
 
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
-    make_emergence_table(inp.probes, inp.mutual_info, inp.forking, inp.exact, out.table, out.agreement,
-                         out.exact_gaps, layer=par.layer, thresholds=par.thresholds, n_bootstrap=par.n_bootstrap,
-                         seed=par.seed)
+    make_emergence_table(
+        inp.probes,
+        inp.mutual_info,
+        inp.forking,
+        inp.exact,
+        out.table,
+        out.agreement,
+        out.exact_gaps,
+        layer=par.layer,
+        thresholds=par.thresholds,
+        n_bootstrap=par.n_bootstrap,
+        seed=par.seed,
+    )

@@ -6,7 +6,21 @@ with rule_logging(snakemake.log[0], snakemake.rule):
     from latent_abstractions.stages.measurements import run_forking
 
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
-    run_forking(inp.model, inp.hparams, inp.classifier, inp.classifier_hparams, out.table, out.strips,
-                taus=par.taus, n_base=par.n_base, n_forks=par.n_forks, steps=par.steps, method=par.method,
-                snr=par.snr, corrector=par.corrector, strip_taus=par.strip_taus, seed=par.seed,
-                device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads))
+    run_forking(
+        inp.model,
+        inp.hparams,
+        inp.classifier,
+        inp.classifier_hparams,
+        out.table,
+        out.strips,
+        taus=par.taus,
+        n_base=par.n_base,
+        n_forks=par.n_forks,
+        steps=par.steps,
+        method=par.method,
+        snr=par.snr,
+        corrector=par.corrector,
+        strip_taus=par.strip_taus,
+        seed=par.seed,
+        device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
+    )

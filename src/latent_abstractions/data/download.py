@@ -44,12 +44,24 @@ def _fetch_into(url: str, part: Path, timeout: float, chunk: int, progress: bool
             have = 0
             part.unlink(missing_ok=True)
         elif have and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-            raise DownloadError(f"{url}: asked for bytes {have}- but the server sent "
-                                f"Content-Range {resp.headers.get('Content-Range')!r}")
+            raise DownloadError(
+                f"{url}: asked for bytes {have}- but the server sent "
+                f"Content-Range {resp.headers.get('Content-Range')!r}"
+            )
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with open(part, "ab") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                         desc=part.name, disable=not progress, mininterval=1) as bar:
+        with (
+            open(part, "ab") as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=part.name,
+                disable=not progress,
+                mininterval=1,
+            ) as bar,
+        ):
             received = 0
             while True:
                 block = resp.read(chunk)
@@ -62,8 +74,16 @@ def _fetch_into(url: str, part: Path, timeout: float, chunk: int, progress: bool
             raise ConnectionError(f"connection closed after {have + received} of {total} bytes")
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retries: int = 5,
-             backoff: float = 1.0, timeout: float = 60.0, chunk: int = 1 << 20, progress: bool = True) -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    chunk: int = 1 << 20,
+    progress: bool = True,
+) -> Path:
     """Download ``url`` to ``dest`` resumably, verify it, and return ``dest``.
 
     Args:
@@ -91,8 +111,15 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retri
             if attempt == retries:
                 raise DownloadError(f"{url}: download failed after {retries + 1} attempts: {err}") from err
             wait = backoff * 2**attempt
-            log.warning("%s: %s; retrying in %.1f s (attempt %d of %d, resuming at byte %d)", url, err, wait,
-                        attempt + 2, retries + 1, part.stat().st_size if part.exists() else 0)
+            log.warning(
+                "%s: %s; retrying in %.1f s (attempt %d of %d, resuming at byte %d)",
+                url,
+                err,
+                wait,
+                attempt + 2,
+                retries + 1,
+                part.stat().st_size if part.exists() else 0,
+            )
             time.sleep(wait)
     if sha256:
         h = hashlib.sha256()
@@ -101,14 +128,16 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retri
                 h.update(block)
         if h.hexdigest() != sha256.lower():
             part.unlink()
-            raise DatasetError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
-                               f"the download was deleted")
+            raise DatasetError(
+                f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; the download was deleted"
+            )
     try:
         validate_file(part)
     except DatasetError as err:
         part.unlink()
         raise DatasetError(f"{url}: downloaded file is not a valid 3dshapes.h5 ({err}); it was deleted") from err
     os.replace(part, dest)
-    log.info("%s: %d bytes, layout valid%s; saved as %s", url, dest.stat().st_size,
-             ", sha256 ok" if sha256 else "", dest)
+    log.info(
+        "%s: %d bytes, layout valid%s; saved as %s", url, dest.stat().st_size, ", sha256 ok" if sha256 else "", dest
+    )
     return dest

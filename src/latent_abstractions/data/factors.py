@@ -46,8 +46,9 @@ def values_to_indices(labels: np.ndarray, atol: float = 1e-6) -> np.ndarray:
         raise ValueError(f"labels must have shape (N, {len(FACTORS)}), got {labels.shape}")
     if not np.isfinite(labels).all():  # NaN would otherwise become level 0 (argmin of all-NaN distances)
         row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(labels)))
-        raise ValueError(f"label row {row}, column {col} ({FACTORS[col].name}) is {labels[row, col]}, "
-                         "not an official value")
+        raise ValueError(
+            f"label row {row}, column {col} ({FACTORS[col].name}) is {labels[row, col]}, not an official value"
+        )
     out = np.empty(labels.shape, dtype=np.int64)
     for k, f in enumerate(FACTORS):
         dist = np.abs(labels[:, k, None] - f.values[None, :])
@@ -56,8 +57,7 @@ def values_to_indices(labels: np.ndarray, atol: float = 1e-6) -> np.ndarray:
         if bad.any():
             first = labels[bad, k][0]
             raise ValueError(
-                f"factor {f.name!r}: value {first!r} is not one of the official values "
-                f"{np.round(f.values, 4).tolist()}"
+                f"factor {f.name!r}: value {first!r} is not one of the official values {np.round(f.values, 4).tolist()}"
             )
         out[:, k] = idx
     return out

@@ -28,14 +28,14 @@ import numpy as np
 from .factors import FACTORS, N_LEVELS
 
 FLOOR, WALL, OBJECT = 0, 1, 2
-ROOM_HALF = 3.0          # walls at x = +-3 and z = -3; floor at y = 0
+ROOM_HALF = 3.0  # walls at x = +-3 and z = -3; floor at y = 0
 CAMERA_DISTANCE = 4.2
 CAMERA_HEIGHT = 1.9
 LOOK_AT = np.array([0.0, 0.45, 0.0])
 FOV_DEG = 44.0
 LIGHT_DIR = np.array([0.45, 0.85, 0.6]) / np.linalg.norm([0.45, 0.85, 0.6])
 AMBIENT = 0.35
-BASE_SIZE = 1.2          # object height at scale 1.0
+BASE_SIZE = 1.2  # object height at scale 1.0
 
 
 def level_subset(n_levels: int, k: int) -> np.ndarray:
@@ -150,8 +150,7 @@ def _object(o, d, shape: int, scale: float):
     raise ValueError(f"shape index must be 0..3, got {shape}")
 
 
-def render_geometry(resolution: int, scale: float, shape: int, orientation: float,
-                    supersample: int = 2) -> np.ndarray:
+def render_geometry(resolution: int, scale: float, shape: int, orientation: float, supersample: int = 2) -> np.ndarray:
     """Shaded coverage of floor, wall and object for one view.
 
     Args:
@@ -167,10 +166,10 @@ def render_geometry(resolution: int, scale: float, shape: int, orientation: floa
     """
     o, d = _camera_rays(resolution, orientation, supersample)
     hits = [
-        _plane(o, d, 1, 0.0, 1.0),               # floor y = 0
-        _plane(o, d, 2, -ROOM_HALF, 1.0),        # back wall z = -3
-        _plane(o, d, 0, -ROOM_HALF, 1.0),        # left wall x = -3
-        _plane(o, d, 0, ROOM_HALF, -1.0),        # right wall x = +3
+        _plane(o, d, 1, 0.0, 1.0),  # floor y = 0
+        _plane(o, d, 2, -ROOM_HALF, 1.0),  # back wall z = -3
+        _plane(o, d, 0, -ROOM_HALF, 1.0),  # left wall x = -3
+        _plane(o, d, 0, ROOM_HALF, -1.0),  # right wall x = +3
         _object(o, d, shape, scale),
     ]
     region_of = np.array([FLOOR, WALL, WALL, WALL, OBJECT])
@@ -207,8 +206,11 @@ def _region_colour(cover_r: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 def _to_uint8(total: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Fixed-point sum (uint16, 1/256 level) -> uint8, rounded to nearest."""
     total += 128
-    return np.right_shift(total, 8, out=out, casting="unsafe", dtype=np.uint16) if out is not None \
+    return (
+        np.right_shift(total, 8, out=out, casting="unsafe", dtype=np.uint16)
+        if out is not None
         else (total >> 8).astype(np.uint8)
+    )
 
 
 def colourise(cover: np.ndarray, floor_hue: float, wall_hue: float, object_hue: float) -> np.ndarray:
@@ -257,19 +259,22 @@ def iter_grid_images(spec: GridSpec, chunk_hues: int = 8) -> Iterator[tuple[int,
     contribution is precomputed once per hue level (a lookup table of uint16 fixed-point images), so
     colouring one hue triple is two integer additions and a shift over its block.
     """
-    geoms = list(itertools.product(
-        FACTORS[3].values[spec.levels[3]], spec.levels[4], FACTORS[5].values[spec.levels[5]]))
+    geoms = list(
+        itertools.product(FACTORS[3].values[spec.levels[3]], spec.levels[4], FACTORS[5].values[spec.levels[5]])
+    )
     cover = np.stack([render_geometry(spec.resolution, float(s), int(sh), float(o)) for s, sh, o in geoms])
-    lut = [[_region_colour(cover[:, r], hue_rgb(h)) for h in FACTORS[r].values[spec.levels[r]]]
-           for r in (FLOOR, WALL, OBJECT)]  # lut[region][level] : (n_geometry, H, W, 3) uint16
+    lut = [
+        [_region_colour(cover[:, r], hue_rgb(h)) for h in FACTORS[r].values[spec.levels[r]]]
+        for r in (FLOOR, WALL, OBJECT)
+    ]  # lut[region][level] : (n_geometry, H, W, 3) uint16
     triples = list(itertools.product(*(range(len(spec.levels[r])) for r in (FLOOR, WALL, OBJECT))))
     n_geom, res = len(geoms), spec.resolution
     total = np.empty((chunk_hues, n_geom, res, res, 3), np.uint16)
     for i in range(0, len(triples), chunk_hues):
-        batch = triples[i:i + chunk_hues]
+        batch = triples[i : i + chunk_hues]
         for j, (a, b, c) in enumerate(batch):
             np.add(lut[FLOOR][a], lut[WALL][b], out=total[j])
             total[j] += lut[OBJECT][c]
         images = np.empty((len(batch), n_geom, res, res, 3), np.uint8)
-        _to_uint8(total[:len(batch)], out=images)
+        _to_uint8(total[: len(batch)], out=images)
         yield i * n_geom, images.reshape(-1, res, res, 3)

@@ -91,7 +91,8 @@ class Shapes3D:
             raise DatasetError(
                 f"{where}: 'labels' row {rows[0]}, column {cols[0]} ({FACTOR_NAMES[cols[0]]}) is "
                 f"{self.labels[rows[0], cols[0]]}; labels must be official factor values "
-                f"({len(np.unique(rows))} row(s) with NaN/inf)")
+                f"({len(np.unique(rows))} row(s) with NaN/inf)"
+            )
         try:
             self.label_indices = values_to_indices(self.labels)
         except ValueError as err:
@@ -114,17 +115,23 @@ class Shapes3D:
     def _label_warnings(self) -> list[str]:
         out = []
         if self.constant_factors:
-            out.append(f"constant factor(s) {', '.join(self.constant_factors)} (one level in the file): not "
-                       "measurable; reported as such and left out of emergence ranks and agreement")
+            out.append(
+                f"constant factor(s) {', '.join(self.constant_factors)} (one level in the file): not "
+                "measurable; reported as such and left out of emergence ranks and agreement"
+            )
         for name, counts in zip(FACTOR_NAMES, self.level_counts):
             if len(counts) > 1 and counts.min() < UNBALANCED_RATIO * counts.max():
-                out.append(f"factor {name} is unbalanced: {counts.min()} to {counts.max()} images per level; "
-                           f"chance accuracy is then above 1/{len(counts)} (majority level "
-                           f"{counts.max() / counts.sum():.2f})")
+                out.append(
+                    f"factor {name} is unbalanced: {counts.min()} to {counts.max()} images per level; "
+                    f"chance accuracy is then above 1/{len(counts)} (majority level "
+                    f"{counts.max() / counts.sum():.2f})"
+                )
         n_distinct = len(np.unique(self.label_indices, axis=0))
         if n_distinct < self.n:
-            out.append(f"{self.n - n_distinct} image(s) repeat the labels of another one (the official grid has "
-                       "each combination once)")
+            out.append(
+                f"{self.n - n_distinct} image(s) repeat the labels of another one (the official grid has "
+                "each combination once)"
+            )
         return out
 
     def images(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -154,12 +161,12 @@ class Shapes3D:
             block = np.empty((uniq.size, self.resolution, self.resolution, 3), np.uint8)
             for lo, hi in _slabs(uniq, dset.chunks[0] if dset.chunks else _CONTIGUOUS_WINDOW):
                 wanted = uniq[lo:hi]
-                block[lo:hi] = dset[wanted[0]:wanted[-1] + 1][wanted - wanted[0]]
+                block[lo:hi] = dset[wanted[0] : wanted[-1] + 1][wanted - wanted[0]]
             return block[inverse.reshape(-1)]
 
 
-_CONTIGUOUS_WINDOW = 256   # images per read window for an unchunked dataset
-_MAX_SLAB = 8192           # images per slab read (bounds the temporary buffer)
+_CONTIGUOUS_WINDOW = 256  # images per read window for an unchunked dataset
+_MAX_SLAB = 8192  # images per slab read (bounds the temporary buffer)
 
 
 def _slabs(sorted_idx: np.ndarray, chunk: int) -> list[tuple[int, int]]:
@@ -197,8 +204,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def write_synthetic(path: str | os.PathLike, spec: GridSpec, chunk_images: int = 4096,
-                    progress: bool = True) -> None:
+def write_synthetic(path: str | os.PathLike, spec: GridSpec, chunk_images: int = 4096, progress: bool = True) -> None:
     """Render the grid ``spec`` into an HDF5 file in the official 3dshapes.h5 layout.
 
     The images are streamed to a gzip-compressed, chunked dataset, so the full 480,000-image grid is never
@@ -217,15 +223,16 @@ def write_synthetic(path: str | os.PathLike, spec: GridSpec, chunk_images: int =
             # ~128 KiB chunks (10 images at 64x64): a random image costs ~2 ms to decompress, while the
             # file is only ~3% larger than with 64-image chunks (measured on the full 64x64 grid).
             chunk = (min(n, max(1, (1 << 17) // (r * r * 3))), r, r, 3)
-            images = f.create_dataset("images", (n, r, r, 3), np.uint8, chunks=chunk,
-                                      compression="gzip", compression_opts=1, shuffle=False)
+            images = f.create_dataset(
+                "images", (n, r, r, 3), np.uint8, chunks=chunk, compression="gzip", compression_opts=1, shuffle=False
+            )
             f.create_dataset("labels", data=labels.astype(np.float64))
             f.attrs["factor_names"] = list(FACTOR_NAMES)
             f.attrs["source"] = "synthetic (latent_abstractions.render)"
             with tqdm(total=n, desc="render", unit="img", disable=not progress, mininterval=2) as bar:
                 n_geometry = int(np.prod(spec.shape[3:]))  # images per hue triple
                 for start, block in iter_grid_images(spec, chunk_hues=max(1, chunk_images // n_geometry)):
-                    images[start:start + len(block)] = block
+                    images[start : start + len(block)] = block
                     bar.update(len(block))
         validate_file(tmp)
 
@@ -241,8 +248,13 @@ def write_subset(src: str | os.PathLike, out: str | os.PathLike, rows: Sequence[
     with io.atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             r = data.resolution
-            f.create_dataset("images", data=data.images(rows), chunks=(min(max(1, len(rows)), 64), r, r, 3),
-                             compression="gzip", compression_opts=1)
+            f.create_dataset(
+                "images",
+                data=data.images(rows),
+                chunks=(min(max(1, len(rows)), 64), r, r, 3),
+                compression="gzip",
+                compression_opts=1,
+            )
             f.create_dataset("labels", data=data.labels[rows])
             f.attrs["factor_names"] = list(FACTOR_NAMES)
             f.attrs["source"] = f"subset of {data.path.name} ({len(rows)} of {data.n} images)"
@@ -257,8 +269,7 @@ def make_split(n: int, test_fraction: float, seed: int) -> pd.DataFrame:
     n_test = max(1, int(round(n * test_fraction)))
     is_test = np.zeros(n, dtype=bool)
     is_test[rng.permutation(n)[:n_test]] = True
-    return pd.DataFrame({"index": np.arange(n, dtype=np.int64),
-                         "split": np.where(is_test, "test", "train")})
+    return pd.DataFrame({"index": np.arange(n, dtype=np.int64), "split": np.where(is_test, "test", "train")})
 
 
 def load_split(path: str | os.PathLike, n: int | None = None) -> dict[str, np.ndarray]:

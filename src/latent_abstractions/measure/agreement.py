@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .emergence import MEASUREMENTS, crossing_tau
 from ..data.factors import FACTOR_NAMES
+from .emergence import MEASUREMENTS, crossing_tau
 
 #: measurement -> (exact column, kind, what the learned curve is compared with)
 REFERENCES = {
@@ -42,12 +42,11 @@ REFERENCES = {
 CRITERIA = {
     "probes": "CI low <= Bayes accuracy",
     "mutual_info": "|gap| <= max(0.15, 0.1 log L) and estimate <= log L + 2 SE",
-    "forking": "inside the exact reference's 95% range for the same bases and forks, and |gap| <= 0.1 at the "
-               "first tau",
+    "forking": "inside the exact reference's 95% range for the same bases and forks, and |gap| <= 0.1 at the first tau",
 }
 #: measurement -> further exact columns its criterion reads
 CRITERION_EXACT_COLUMNS = {"forking": ["entropy_k_low", "entropy_k_high"]}
-MI_TOLERANCE = (0.15, 0.1)      # nats, fraction of log(levels)
+MI_TOLERANCE = (0.15, 0.1)  # nats, fraction of log(levels)
 FORK_FIRST_TAU_TOLERANCE = 0.1  # normalised entropy
 
 
@@ -75,8 +74,9 @@ def within(name: str, m: pd.DataFrame, exact: np.ndarray, gap: np.ndarray) -> np
     if name == "mutual_info":
         _need(m, name, ["se", "n_levels"])
         log_l = np.log(np.maximum(m["n_levels"].to_numpy(dtype=float), 1.0))
-        return ((np.abs(gap) <= mi_tolerance(m["n_levels"]) + 1e-9)
-                & (m["mi"].to_numpy() <= log_l + 2 * m["se"].to_numpy() + 1e-9))
+        return (np.abs(gap) <= mi_tolerance(m["n_levels"]) + 1e-9) & (
+            m["mi"].to_numpy() <= log_l + 2 * m["se"].to_numpy() + 1e-9
+        )
     if name == "forking":
         _need(m, name, ["entropy"] + CRITERION_EXACT_COLUMNS[name])
         learned = m["entropy"].to_numpy()
@@ -128,9 +128,24 @@ def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, thresh
             taus = m["tau"].to_numpy()
             t_learned = crossing_tau(taus, m[col].to_numpy(), threshold, rising)
             t_exact = crossing_tau(taus, exact_curve, threshold, rising)
-            rows.append({"measurement": name, "factor": factor, "kind": kind, "reference": text, "n_taus": len(m),
-                         "max_abs_gap": float(np.abs(gap).max()), "mean_abs_gap": float(np.abs(gap).mean()),
-                         "mean_gap": float(gap.mean()), "first_tau_gap": float(gap[0]), "tau_learned": t_learned,
-                         "tau_exact": t_exact, "tau_gap": t_learned - t_exact, "threshold": float(threshold),
-                         "criterion": CRITERIA[name], "taus_within": int(ok.sum()), "agrees": bool(ok.all())})
+            rows.append(
+                {
+                    "measurement": name,
+                    "factor": factor,
+                    "kind": kind,
+                    "reference": text,
+                    "n_taus": len(m),
+                    "max_abs_gap": float(np.abs(gap).max()),
+                    "mean_abs_gap": float(np.abs(gap).mean()),
+                    "mean_gap": float(gap.mean()),
+                    "first_tau_gap": float(gap[0]),
+                    "tau_learned": t_learned,
+                    "tau_exact": t_exact,
+                    "tau_gap": t_learned - t_exact,
+                    "threshold": float(threshold),
+                    "criterion": CRITERIA[name],
+                    "taus_within": int(ok.sum()),
+                    "agrees": bool(ok.all()),
+                }
+            )
     return pd.DataFrame(rows)

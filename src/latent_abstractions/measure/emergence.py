@@ -67,8 +67,9 @@ def _se(df: pd.DataFrame, name: str) -> np.ndarray:
     return ((df["ci_high"] - df["ci_low"]) / (2 * 1.96)).to_numpy()
 
 
-def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_bootstrap: int,
-                    seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def emergence_table(
+    curves: dict[str, pd.DataFrame], thresholds: list[float], n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Crossing times with bootstrap CIs per measurement x factor x threshold, and pairwise rank agreement.
 
     Args:
@@ -83,8 +84,18 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
             if d.empty:
                 continue
             if "n_levels" in d and (d["n_levels"] < 2).any():  # a constant factor: not measurable
-                rows += [{"measurement": name, "factor": factor, "threshold": float(q), "tau": np.nan,
-                          "ci_low": np.nan, "ci_high": np.nan, "measurable": False} for q in thresholds]
+                rows += [
+                    {
+                        "measurement": name,
+                        "factor": factor,
+                        "threshold": float(q),
+                        "tau": np.nan,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "measurable": False,
+                    }
+                    for q in thresholds
+                ]
                 continue
             taus, v, se = d["tau"].to_numpy(), d[col].to_numpy(), _se(d, name)
             draws = v[None] + rng.standard_normal((n_bootstrap, len(v))) * se[None]
@@ -93,10 +104,17 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
                 boot = boot[np.isfinite(boot)]
                 tau = crossing_tau(taus, v, q, rising)
                 has_ci = len(boot) > 0 and np.isfinite(tau)  # no CI around a crossing the estimate lacks
-                rows.append({"measurement": name, "factor": factor, "threshold": float(q), "tau": tau,
-                             "ci_low": float(np.quantile(boot, 0.025)) if has_ci else np.nan,
-                             "ci_high": float(np.quantile(boot, 0.975)) if has_ci else np.nan,
-                             "measurable": True})
+                rows.append(
+                    {
+                        "measurement": name,
+                        "factor": factor,
+                        "threshold": float(q),
+                        "tau": tau,
+                        "ci_low": float(np.quantile(boot, 0.025)) if has_ci else np.nan,
+                        "ci_high": float(np.quantile(boot, 0.975)) if has_ci else np.nan,
+                        "measurable": True,
+                    }
+                )
     table = pd.DataFrame(rows)
     first = table[table["threshold"] == thresholds[0]]
     table["rank"] = np.nan
@@ -112,8 +130,16 @@ def emergence_table(curves: dict[str, pd.DataFrame], thresholds: list[float], n_
         x, y = ta[common][ok], tb[common][ok]
         rho = spearmanr(x, y).statistic if len(x) > 2 else np.nan
         tau_k = kendalltau(x, y).statistic if len(x) > 2 else np.nan
-        agree.append({"measurement_a": a, "measurement_b": b, "threshold": float(thresholds[0]),
-                      "spearman": float(rho), "kendall": float(tau_k), "n_factors": int(len(x))})
+        agree.append(
+            {
+                "measurement_a": a,
+                "measurement_b": b,
+                "threshold": float(thresholds[0]),
+                "spearman": float(rho),
+                "kendall": float(tau_k),
+                "n_factors": int(len(x)),
+            }
+        )
     return table, pd.DataFrame(agree)
 
 

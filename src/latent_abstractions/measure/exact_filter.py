@@ -83,9 +83,17 @@ def _one_hot(codes: torch.Tensor, n_levels: Sequence[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def level_posteriors(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, noise: torch.Tensor,
-                     sigmas: Sequence[float], n_levels: Sequence[int], *, scale: float = 1 / 255,
-                     device: torch.device | str = "cpu", query_block: int = 1024) -> list[np.ndarray]:
+def level_posteriors(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    noise: torch.Tensor,
+    sigmas: Sequence[float],
+    n_levels: Sequence[int],
+    *,
+    scale: float = 1 / 255,
+    device: torch.device | str = "cpu",
+    query_block: int = 1024,
+) -> list[np.ndarray]:
     """p(phi_k = l | y) for y = scale * queries + sigma * noise, streamed over the mixture's images.
 
     Args:
@@ -125,9 +133,9 @@ def level_posteriors(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: n
         seen += c_pix.shape[0]
         for a in range(0, nq, query_block):
             b = min(nq, a + query_block)
-            g = torch.cat([q_pix[a:b], z[a:b]]) @ c_pix.T                        # (2 (b - a), n), exact Gram
-            d2 = (q_norm[a:b, None] + c_norm[None] - 2 * g[: b - a]) * scale**2   # ||x_j - x_i||^2
-            zx = g[b - a:] * scale                                                # z . x_i
+            g = torch.cat([q_pix[a:b], z[a:b]]) @ c_pix.T  # (2 (b - a), n), exact Gram
+            d2 = (q_norm[a:b, None] + c_norm[None] - 2 * g[: b - a]) * scale**2  # ||x_j - x_i||^2
+            zx = g[b - a :] * scale  # z . x_i
             logit = torch.empty_like(zx)
             for t in range(n_t):  # in place: a few passes over (Q, n) per tau, no temporaries of that size
                 torch.mul(zx, invs[t], out=logit)
@@ -142,7 +150,7 @@ def level_posteriors(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: n
     out, start = [], 0
     total = sums[:, :, : n_levels[0]].sum(-1, keepdim=True)  # every image has one level of factor 0
     for L in n_levels:
-        out.append((sums[:, :, start:start + L] / total).cpu().numpy())
+        out.append((sums[:, :, start : start + L] / total).cpu().numpy())
         start += L
     return out
 
@@ -173,8 +181,9 @@ def expected_plugin_entropy(p: np.ndarray, k: int) -> np.ndarray:
     return -(np.exp(logpmf) * f).sum(axis=(-1, -2))
 
 
-def plugin_entropy_band(p: np.ndarray, k: int, n_base: int, *, n_sim: int, rng: np.random.Generator,
-                        level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def plugin_entropy_band(
+    p: np.ndarray, k: int, n_base: int, *, n_sim: int, rng: np.random.Generator, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     """Central ``level`` range of the forking measurement on the exact law, per noise level.
 
     The measurement is the mean over ``n_base`` base states of the plug-in entropy (nats) of ``k`` labels drawn from
@@ -196,14 +205,21 @@ def plugin_entropy_band(p: np.ndarray, k: int, n_base: int, *, n_sim: int, rng: 
     n_q, n_t, _ = p.shape
     low, high = np.empty(n_t), np.empty(n_t)
     for t in range(n_t):
-        counts = rng.multinomial(k, p[rng.integers(0, n_q, size=(n_sim, n_base)), t])    # (n_sim, n_base, L)
+        counts = rng.multinomial(k, p[rng.integers(0, n_q, size=(n_sim, n_base)), t])  # (n_sim, n_base, L)
         means = entropy(counts / k).mean(axis=1)
         low[t], high[t] = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
     return low, high
 
 
-def filter_curves(probs: list[np.ndarray], marginals: list[np.ndarray], n_forks: int, n_base: int | None = None,
-                  *, n_sim: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
+def filter_curves(
+    probs: list[np.ndarray],
+    marginals: list[np.ndarray],
+    n_forks: int,
+    n_base: int | None = None,
+    *,
+    n_sim: int = 4000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Summaries over queries of the level posteriors of :func:`level_posteriors`.
 
     Args:
@@ -220,13 +236,15 @@ def filter_curves(probs: list[np.ndarray], marginals: list[np.ndarray], n_forks:
         n_base paths on the exact law, normalised likewise), ``bayes_accuracy`` (E max_l p), and ``ceiling``
         (H(phi_k); log L_k on a full grid).
     """
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("mi", "mi_se", "entropy", "entropy_k", "entropy_k_low",
-                                                         "entropy_k_high", "bayes_accuracy", "ceiling")}
+    cols: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in ("mi", "mi_se", "entropy", "entropy_k", "entropy_k_low", "entropy_k_high", "bayes_accuracy", "ceiling")
+    }
     rng = np.random.default_rng(seed)
     for p, m in zip(probs, marginals):
         n_q, n_t, n_l = p.shape
         h_prior = float(entropy(np.asarray(m, dtype=np.float64) / np.sum(m)))
-        h_cond = entropy(p)                                                   # (Q, T)
+        h_cond = entropy(p)  # (Q, T)
         norm = math.log(n_l) if n_l > 1 else 1.0
         cols["mi"].append(h_prior - h_cond.mean(0))
         cols["mi_se"].append(h_cond.std(0, ddof=1) / math.sqrt(n_q) if n_q > 1 else np.full(n_t, np.nan))
@@ -245,8 +263,9 @@ def filter_curves(probs: list[np.ndarray], marginals: list[np.ndarray], n_forks:
     return {k: np.stack(v, axis=1) for k, v in cols.items()}
 
 
-def exact_score_fn(images: torch.Tensor, label_indices: np.ndarray | torch.Tensor, sde: VESDE,
-                   batch_size: int = 512) -> Callable[..., torch.Tensor]:
+def exact_score_fn(
+    images: torch.Tensor, label_indices: np.ndarray | torch.Tensor, sde: VESDE, batch_size: int = 512
+) -> Callable[..., torch.Tensor]:
     """The exact score of the noised empirical distribution, with the score network's call signature.
 
     Args:
@@ -279,7 +298,7 @@ def exact_score_fn(images: torch.Tensor, label_indices: np.ndarray | torch.Tenso
             logit = -d2 / (2 * s2)
             if labels is not None:
                 lb = labels[a:b].to(data.device).long()
-                match = ((lab[None] == lb[:, None]) | (lb[:, None] < 0)).all(-1)     # (b - a, N)
+                match = ((lab[None] == lb[:, None]) | (lb[:, None] < 0)).all(-1)  # (b - a, N)
                 if not bool(match.any(1).all()):
                     bad = lb[~match.any(1)][0].tolist()
                     raise ValueError(f"no image of the mixture has the labels {bad} (-1 = not given)")

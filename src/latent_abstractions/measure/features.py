@@ -35,8 +35,18 @@ def choose_images(split: dict[str, np.ndarray], n_train: int, n_test: int, seed:
 
 
 @torch.no_grad()
-def pooled_features(net, xt: torch.Tensor, sigma: float, layers: list[str], *, pooling: str, grid: int,
-                    pix_grid: int, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+def pooled_features(
+    net,
+    xt: torch.Tensor,
+    sigma: float,
+    layers: list[str],
+    *,
+    pooling: str,
+    grid: int,
+    pix_grid: int,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
     """Pooled feature maps of noisy images ``xt`` (n, 3, H, W) at noise level ``sigma``.
 
     Returns:
@@ -45,7 +55,7 @@ def pooled_features(net, xt: torch.Tensor, sigma: float, layers: list[str], *, p
     """
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in [*layers, PIXELS]}
     for i in range(0, len(xt), batch_size):
-        xb = xt[i:i + batch_size].to(device)
+        xb = xt[i : i + batch_size].to(device)
         feats = net.forward_features(xb, torch.full((len(xb),), sigma, device=device), layers)
         for name in layers:
             per_layer[name].append(pool(feats[name].float(), pooling, grid).cpu())

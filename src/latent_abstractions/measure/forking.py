@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..rng import derive_seeds, make_generators
 from ..model.sampling import sample, time_grid
+from ..rng import derive_seeds, make_generators
 
 
 def path_grid(steps: int, taus: np.ndarray, eps: float = 1e-5) -> torch.Tensor:
@@ -50,15 +50,32 @@ def normalised_entropy(labels: np.ndarray, n_levels: int) -> float:
 
 def fork_entropies(fork_labels: np.ndarray, n_levels: list[int]) -> np.ndarray:
     """(n_base, n_forks, 6) labels -> (n_base, 6) normalised entropies."""
-    return np.array([[normalised_entropy(fork_labels[b, :, k], n_levels[k]) for k in range(fork_labels.shape[2])]
-                     for b in range(fork_labels.shape[0])])
+    return np.array(
+        [
+            [normalised_entropy(fork_labels[b, :, k], n_levels[k]) for k in range(fork_labels.shape[2])]
+            for b in range(fork_labels.shape[0])
+        ]
+    )
 
 
 @torch.no_grad()
-def fork_labels(score_fn: Callable, sde, classify: Callable, *, shape: tuple[int, ...], taus: np.ndarray,
-                n_base: int, n_forks: int, steps: int, method: str, snr: float, seed: int, device: torch.device,
-                keep_images: set[int] = frozenset(), corrector: bool = False
-                ) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+def fork_labels(
+    score_fn: Callable,
+    sde,
+    classify: Callable,
+    *,
+    shape: tuple[int, ...],
+    taus: np.ndarray,
+    n_base: int,
+    n_forks: int,
+    steps: int,
+    method: str,
+    snr: float,
+    seed: int,
+    device: torch.device,
+    keep_images: set[int] = frozenset(),
+    corrector: bool = False,
+) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
     """Integrate n_base base paths once, fork each K times at every tau, label every fork's final image.
 
     Args:
@@ -81,14 +98,21 @@ def fork_labels(score_fn: Callable, sde, classify: Callable, *, shape: tuple[int
     gens = make_generators(base_seeds, device)
     x = sde.prior_sampling((n_base, *shape), gens, device)
     n_corr = 1 if corrector else 0
-    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at,
-                  denoise=False)
+    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at, denoise=False)
     out, kept = [], {}
     for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
-        state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)       # (n_base * K, ...)
+        state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)  # (n_base * K, ...)
         fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
-        finals = sample(score_fn, sde, state, grid[i:], make_generators(fork_seeds, device),
-                        method=method, snr=snr, n_corrector=n_corr).x
+        finals = sample(
+            score_fn,
+            sde,
+            state,
+            grid[i:],
+            make_generators(fork_seeds, device),
+            method=method,
+            snr=snr,
+            n_corrector=n_corr,
+        ).x
         out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
         if j in keep_images:
             kept[j] = finals[:n_forks].cpu()

@@ -48,7 +48,6 @@ from tqdm import tqdm
 
 from ..model.sde import VESDE
 
-
 ESTIMATORS = {  # name -> the integral it estimates (written into the table's metadata)
     "gap": "1/2 int_{1-tau}^1 g^2 E||s(y,t|phi) - s(y,t)||^2 dt",
     "dsm_difference": "1/2 int_{1-tau}^1 g^2 E(||s(y,t) + z/sigma||^2 - ||s(y,t|phi) + z/sigma||^2) dt",
@@ -56,9 +55,19 @@ ESTIMATORS = {  # name -> the integral it estimates (written into the table's me
 
 
 @torch.no_grad()
-def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Tensor, taus: np.ndarray,
-              n_times: int, generator: torch.Generator, batch_size: int = 256, progress: bool = False,
-              factors: list[int] | None = None, estimator: str = "gap") -> tuple[np.ndarray, np.ndarray]:
+def mi_curves(
+    score_fn: Callable,
+    sde: VESDE,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    taus: np.ndarray,
+    n_times: int,
+    generator: torch.Generator,
+    batch_size: int = 256,
+    progress: bool = False,
+    factors: list[int] | None = None,
+    estimator: str = "gap",
+) -> tuple[np.ndarray, np.ndarray]:
     """Estimate I(Y_tau; phi_k) for every tau of ``taus`` and factor k.
 
     Args:
@@ -85,7 +94,7 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
         raise ValueError("taus must be increasing within [0, 1]")
     factors = list(range(labels.shape[1])) if factors is None else factors
     n, dev = len(x0), x0.device
-    chunk = max(1, batch_size // (len(factors) + 1))                    # images per network call
+    chunk = max(1, batch_size // (len(factors) + 1))  # images per network call
     # t-intervals from the prior end: [1 - tau_{j+1}, 1 - tau_j]; the first tau's own interval [1 - tau_0, 1]
     edges = np.concatenate([[0.0], taus]) if taus[0] > 0 else taus
     per = max(1, n_times // (len(edges) - 1))
@@ -105,18 +114,21 @@ def mi_curves(score_fn: Callable, sde: VESDE, x0: torch.Tensor, labels: torch.Te
                 lab = torch.full((len(factors) + 1, b, labels.shape[1]), -1, dtype=torch.long, device=dev)
                 for r, k in enumerate(factors):
                     lab[r + 1, :, k] = labels[sl, k].to(dev)
-                s = score_fn(xt.repeat(len(factors) + 1, *([1] * (xt.ndim - 1))),
-                             tb.repeat(len(factors) + 1), lab.reshape(-1, labels.shape[1]))
+                s = score_fn(
+                    xt.repeat(len(factors) + 1, *([1] * (xt.ndim - 1))),
+                    tb.repeat(len(factors) + 1),
+                    lab.reshape(-1, labels.shape[1]),
+                )
                 s = s.reshape(len(factors) + 1, b, -1).double()
                 if estimator == "gap":
-                    gap = (s[1:] - s[:1]).pow(2).sum(-1)                  # (F, b)
+                    gap = (s[1:] - s[:1]).pow(2).sum(-1)  # (F, b)
                 else:  # DSM error of the unconditional branch minus that of each conditional one
                     sig = sde.sigma(tb.double()).reshape(1, -1, 1)
                     err = (s + z[sl].to(dev).double().reshape(1, b, -1) / sig).pow(2).sum(-1)  # (F + 1, b)
                     gap = err[:1] - err[1:]
                 integrand = 0.5 * sde.g2(tb.double()).cpu()[None] * gap.cpu()  # 1/2 g^2 ||ds||^2
                 contrib[sl, j] += (integrand * width).T
-    per_image = contrib.cumsum(dim=1)                                   # (n, intervals, F): I at each edge
+    per_image = contrib.cumsum(dim=1)  # (n, intervals, F): I at each edge
     if taus[0] == 0:  # the estimate at tau = 0 is 0 by construction
         per_image = torch.cat([torch.zeros(n, 1, len(factors), dtype=torch.float64), per_image], dim=1)
     mi = per_image.mean(0).numpy()

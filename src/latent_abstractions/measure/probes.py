@@ -25,8 +25,18 @@ def probe_accuracy(x_train, y_train, x_test, y_test, C: float, max_iter: int) ->
     return (clf.predict(x_test) == y_test).astype(np.float64)
 
 
-def probe_rows(feats: dict[str, np.ndarray], labs: dict[str, np.ndarray], *, tau: float, layer: str, C: float,
-               max_iter: int, n_bootstrap: int, rngs: list[np.random.Generator], n_levels: list[int]) -> list[dict]:
+def probe_rows(
+    feats: dict[str, np.ndarray],
+    labs: dict[str, np.ndarray],
+    *,
+    tau: float,
+    layer: str,
+    C: float,
+    max_iter: int,
+    n_bootstrap: int,
+    rngs: list[np.random.Generator],
+    n_levels: list[int],
+) -> list[dict]:
     """One table row per factor: probe accuracy of one layer at one tau, with its bootstrap CI.
 
     Args:
@@ -37,7 +47,18 @@ def probe_rows(feats: dict[str, np.ndarray], labs: dict[str, np.ndarray], *, tau
     for k, factor in enumerate(FACTOR_NAMES):
         correct = probe_accuracy(feats["train"], labs["train"][:, k], feats["test"], labs["test"][:, k], C, max_iter)
         lo, hi = bootstrap_ci(correct, n_bootstrap, rngs[k])
-        rows.append({"tau": float(tau), "factor": factor, "layer": layer, "accuracy": float(correct.mean()),
-                     "ci_low": lo, "ci_high": hi, "chance": 1.0 / n_levels[k], "n_levels": int(n_levels[k]),
-                     "n_train": len(feats["train"]), "n_test": len(feats["test"])})
+        rows.append(
+            {
+                "tau": float(tau),
+                "factor": factor,
+                "layer": layer,
+                "accuracy": float(correct.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "chance": 1.0 / n_levels[k],
+                "n_levels": int(n_levels[k]),
+                "n_train": len(feats["train"]),
+                "n_test": len(feats["test"]),
+            }
+        )
     return rows

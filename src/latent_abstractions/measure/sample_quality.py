@@ -24,13 +24,14 @@ def nearest_distances(queries: torch.Tensor, reference: torch.Tensor, batch_size
         queries: (Q, C, H, W) float images; reference: (N, C, H, W) float images of the same shape.
     """
     if queries.shape[1:] != reference.shape[1:]:
-        raise ValueError(f"query images {tuple(queries.shape[1:])} and reference images "
-                         f"{tuple(reference.shape[1:])} differ in shape")
+        raise ValueError(
+            f"query images {tuple(queries.shape[1:])} and reference images {tuple(reference.shape[1:])} differ in shape"
+        )
     ref = reference.flatten(1).double()
     ref_norm = ref.pow(2).sum(1)
     out = []
     for i in range(0, len(queries), batch_size):
-        q = queries[i:i + batch_size].flatten(1).double()
+        q = queries[i : i + batch_size].flatten(1).double()
         d2 = (q.pow(2).sum(1, keepdim=True) - 2 * q @ ref.T + ref_norm[None]).clamp_min(0)
         out.append(d2.min(1).values.div(q.shape[1]).sqrt())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
@@ -42,7 +43,7 @@ def classifier_confidence(clf, x: torch.Tensor, batch_size: int = 512) -> np.nda
     dev = next(clf.parameters()).device
     total = np.zeros(len(FACTOR_NAMES))
     for i in range(0, len(x), batch_size):
-        logits = clf(x[i:i + batch_size].to(dev).float())
+        logits = clf(x[i : i + batch_size].to(dev).float())
         total += np.array([float(lg.softmax(1).max(1).values.sum()) for lg in logits])
     return total / max(1, len(x))
 

@@ -6,7 +6,10 @@ import numpy as np
 
 
 def bootstrap_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator, level: float = 0.95):
-    """Percentile bootstrap CI of the mean of ``values`` by resampling its entries (the value itself when there is one)."""
+    """Percentile bootstrap CI of the mean of ``values`` by resampling its entries.
+
+    With one value, the CI is that value.
+    """
     n = len(values)
     if n == 1:
         return float(values[0]), float(values[0])

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .classifier import AttributeClassifier
 from ..io import atomic_path, write_json
+from .classifier import AttributeClassifier
 from .networks import NCSNpp
 from .sde import VESDE
 
@@ -46,12 +46,21 @@ def environment_info() -> dict:
     import sklearn
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "scikit-learn": sklearn.__version__, "git_commit": commit}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "git_commit": commit,
+    }
 
 
 def save_model(model_path: str | Path, hparams_path: str | Path, net: torch.nn.Module, hparams: dict) -> None:
@@ -89,8 +98,9 @@ def _load_state(net: torch.nn.Module, model_path: str | Path, what: str) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def load_score_model(model_path: str | Path, hparams_path: str | Path,
-                     device: torch.device | str = "cpu") -> LoadedModel:
+def load_score_model(
+    model_path: str | Path, hparams_path: str | Path, device: torch.device | str = "cpu"
+) -> LoadedModel:
     """Rebuild the NCSN++ score network from ``hparams_path`` and load ``model_path`` (EMA weights) strictly.
 
     Raises:
@@ -106,8 +116,9 @@ def load_score_model(model_path: str | Path, hparams_path: str | Path,
     return LoadedModel(net.to(device).eval(), sde, hp, sha)
 
 
-def load_classifier(model_path: str | Path, hparams_path: str | Path,
-                    device: torch.device | str = "cpu") -> LoadedModel:
+def load_classifier(
+    model_path: str | Path, hparams_path: str | Path, device: torch.device | str = "cpu"
+) -> LoadedModel:
     """Rebuild the attribute classifier from ``hparams_path`` and load ``model_path`` strictly (sde is None).
 
     Raises:

@@ -42,14 +42,21 @@ class AttributeClassifier(nn.Module):
 
     def __init__(self, resolution: int, width: int, levels_present: list[list[int]]):
         super().__init__()
-        self.hparams = dict(resolution=resolution, width=width,
-                            levels_present=[list(map(int, v)) for v in levels_present])
+        self.hparams = dict(
+            resolution=resolution, width=width, levels_present=[list(map(int, v)) for v in levels_present]
+        )
         layers, ch, res, i = [], 3, resolution, 0
         while True:  # stride-2 blocks down to a 4x4 (or smaller) map
             out = width * min(4, 2**i)
             stride = 1 if i == 0 else 2
-            layers += [nn.Conv2d(ch, out, 3, stride=stride, padding=1), nn.GroupNorm(min(8, out // 4), out), nn.SiLU(),
-                       nn.Conv2d(out, out, 3, padding=1), nn.GroupNorm(min(8, out // 4), out), nn.SiLU()]
+            layers += [
+                nn.Conv2d(ch, out, 3, stride=stride, padding=1),
+                nn.GroupNorm(min(8, out // 4), out),
+                nn.SiLU(),
+                nn.Conv2d(out, out, 3, padding=1),
+                nn.GroupNorm(min(8, out // 4), out),
+                nn.SiLU(),
+            ]
             ch, res, i = out, res // stride, i + 1
             if res <= 4:
                 break
@@ -71,14 +78,24 @@ def predict(model: AttributeClassifier, x: torch.Tensor, batch_size: int = 512) 
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(x), batch_size):
-        logits = model(x[i:i + batch_size].to(dev).float())
+        logits = model(x[i : i + batch_size].to(dev).float())
         out.append(torch.stack([lg.argmax(1) for lg in logits], 1).cpu())
     return torch.cat(out) if out else torch.empty(0, 6, dtype=torch.long)
 
 
-def fit_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present: list[list[int]], *, width: int,
-                     steps: int, batch_size: int, lr: float, seed: int, device: torch.device,
-                     progress: bool = True) -> AttributeClassifier:
+def fit_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    levels_present: list[list[int]],
+    *,
+    width: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> AttributeClassifier:
     """Train on uint8 images (N, 3, H, W) with official level labels (N, 6); cross-entropy summed over heads."""
     torch.manual_seed(seed)
     model = AttributeClassifier(images.shape[-1], width, levels_present).to(device)
@@ -88,7 +105,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present: l
     data, lab = images.to(device), labels.to(device)
     model.train()
     t0 = time.perf_counter()
-    for step in tqdm(range(steps), desc="classifier", disable=not progress, mininterval=5):
+    for _ in tqdm(range(steps), desc="classifier", disable=not progress, mininterval=5):
         idx = torch.randint(len(data), (batch_size,), device=device, generator=gen)
         logits = model((data[idx].float() / 255).contiguous())
         loss = sum(F.cross_entropy(lg, lab[idx, k]) for k, lg in enumerate(logits))
@@ -96,21 +113,29 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, levels_present: l
         loss.backward()
         opt.step()
         sched.step()
-    log.info("classifier trained: %d steps in %.1f s, last loss %.4f", steps, time.perf_counter() - t0,
-             float(loss.detach()))
+    log.info(
+        "classifier trained: %d steps in %.1f s, last loss %.4f", steps, time.perf_counter() - t0, float(loss.detach())
+    )
     return model.eval()
 
 
-def accuracy_table(model: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor,
-                   n_levels_present: list[int], seed: int) -> pd.DataFrame:
+def accuracy_table(
+    model: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor, n_levels_present: list[int], seed: int
+) -> pd.DataFrame:
     """Held-out accuracy per factor: columns factor, accuracy, n_levels, n_test, seed.
 
     Args:
         model: the trained classifier; images: uint8 (N, 3, H, W); labels: official level indices (N, 6);
         n_levels_present: per factor, the levels present (chance is 1 / n); seed: recorded in the table.
     """
-    pred = torch.cat([predict(model, images[i:i + 4096].float() / 255) for i in range(0, len(images), 4096)])
+    pred = torch.cat([predict(model, images[i : i + 4096].float() / 255) for i in range(0, len(images), 4096)])
     acc = (pred == labels).float().mean(0).numpy()
-    return pd.DataFrame({"factor": list(FACTOR_NAMES), "accuracy": acc.astype(np.float64),
-                         "n_levels": np.asarray(n_levels_present, dtype=np.int64),
-                         "n_test": np.int64(len(labels)), "seed": np.int64(seed)})
+    return pd.DataFrame(
+        {
+            "factor": list(FACTOR_NAMES),
+            "accuracy": acc.astype(np.float64),
+            "n_levels": np.asarray(n_levels_present, dtype=np.int64),
+            "n_test": np.int64(len(labels)),
+            "seed": np.int64(seed),
+        }
+    )

@@ -28,8 +28,9 @@ class EMA:
     def update(self, net: nn.Module) -> None:
         """Move the shadow towards ``net``'s current weights."""
         state = net.state_dict()
-        torch._foreach_lerp_([self.shadow[k] for k in self._keys],
-                             [state[k].detach().float() for k in self._keys], 1.0 - self.decay)
+        torch._foreach_lerp_(
+            [self.shadow[k] for k in self._keys], [state[k].detach().float() for k in self._keys], 1.0 - self.decay
+        )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The shadow weights (fp32), keyed like ``net.state_dict()``."""

@@ -36,8 +36,9 @@ class FIR(nn.Module):
     def __init__(self, taps: Sequence[float] = (1, 3, 3, 1)):
         super().__init__()
         if len(taps) < 2 or len(taps) % 2 or sum(taps) <= 0:
-            raise ValueError(f"resample_filter must have an even number (>= 2) of taps with a positive sum, "
-                             f"got {list(taps)}")
+            raise ValueError(
+                f"resample_filter must have an even number (>= 2) of taps with a positive sum, got {list(taps)}"
+            )
         k = torch.tensor(taps, dtype=torch.float32)
         k = torch.outer(k, k)
         self.register_buffer("kernel", k / k.sum(), persistent=False)
@@ -70,8 +71,16 @@ class ResBlock(nn.Module):
         fir: the shared FIR module (required when resampling).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, skip_rescale: bool,
-                 resample: str | None = None, fir: FIR | None = None):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        dropout: float,
+        skip_rescale: bool,
+        resample: str | None = None,
+        fir: FIR | None = None,
+    ):
         super().__init__()
         if resample not in (None, "down", "up") or (resample and fir is None):
             raise ValueError(f"resample must be None, 'down' or 'up' (with a FIR module), got {resample!r}")
@@ -120,8 +129,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hh, ww = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, hh * ww).unbind(1)
-        h = F.scaled_dot_product_attention(q.transpose(1, 2)[:, None], k.transpose(1, 2)[:, None],
-                                           v.transpose(1, 2)[:, None])[:, 0]
+        h = F.scaled_dot_product_attention(
+            q.transpose(1, 2)[:, None], k.transpose(1, 2)[:, None], v.transpose(1, 2)[:, None]
+        )[:, 0]
         h = self.proj(h.transpose(1, 2).reshape(b, c, hh, ww))
         return (x + h) * self.scale
 

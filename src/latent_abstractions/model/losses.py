@@ -28,8 +28,16 @@ WEIGHTINGS = ("sigma2", "edm", "geometric")
 SIGMA_SAMPLINGS = ("log_uniform", "log_normal")
 
 
-def sample_sigma(sde: VESDE, n: int, device, generator: torch.Generator | None = None, sampling: str = "log_uniform",
-                 p_mean: float = -1.2, p_std: float = 1.2, eps: float = 1e-5) -> torch.Tensor:
+def sample_sigma(
+    sde: VESDE,
+    n: int,
+    device,
+    generator: torch.Generator | None = None,
+    sampling: str = "log_uniform",
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """``n`` training noise levels (float32, on ``device``) drawn as ``sampling`` says (module docstring)."""
     if sampling == "log_uniform":
         t = torch.rand(n, device=device, generator=generator) * (1 - eps) + eps
@@ -40,10 +48,19 @@ def sample_sigma(sde: VESDE, n: int, device, generator: torch.Generator | None =
     raise ValueError(f"sigma sampling must be one of {SIGMA_SAMPLINGS}, got {sampling!r}")
 
 
-def dsm_loss(net: torch.nn.Module, sde: VESDE, x0: torch.Tensor, labels: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, eps: float = 1e-5, weighting: str = "sigma2",
-             sigma_data: float = 0.5, sampling: str = "log_uniform", p_mean: float = -1.2,
-             p_std: float = 1.2) -> torch.Tensor:
+def dsm_loss(
+    net: torch.nn.Module,
+    sde: VESDE,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-5,
+    weighting: str = "sigma2",
+    sigma_data: float = 0.5,
+    sampling: str = "log_uniform",
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> torch.Tensor:
     """Mean over the batch of w(sigma) || sigma * s(x0 + sigma z, sigma) + z ||^2 (summed over pixels).
 
     Args:
@@ -80,8 +97,14 @@ def drop_labels(labels: torch.Tensor, p: float, generator: torch.Generator | Non
 
 
 @torch.no_grad()
-def denoiser_mse(net: torch.nn.Module, x0: torch.Tensor, sigmas, generator: torch.Generator | None = None,
-                 labels: torch.Tensor | None = None, batch_size: int = 256) -> dict[str, torch.Tensor]:
+def denoiser_mse(
+    net: torch.nn.Module,
+    x0: torch.Tensor,
+    sigmas,
+    generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
     """Per-pixel MSE of the network's denoiser D(y; sigma) = y + sigma^2 s(y, sigma) at fixed noise levels.
 
     Beside it, the two baselines every denoiser should beat: the dataset-mean image (the optimal denoiser as

@@ -24,7 +24,6 @@ linear probes use.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -56,12 +55,23 @@ class NCSNpp(nn.Module):
             ``in_channels * img_resolution**2`` values (the mean image, channel-major).
     """
 
-    def __init__(self, img_resolution: int, in_channels: int = 3, nf: int = 128,
-                 ch_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 4,
-                 attn_resolutions: Sequence[int] = (16,), dropout: float = 0.0, fourier_scale: float = 16.0,
-                 n_levels: Sequence[int] | None = None, skip_rescale: bool = True,
-                 resample_filter: Sequence[float] = (1, 3, 3, 1), precond: str = "none",
-                 sigma_data: float = 0.5, data_mean: Sequence[float] | None = None):
+    def __init__(
+        self,
+        img_resolution: int,
+        in_channels: int = 3,
+        nf: int = 128,
+        ch_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 4,
+        attn_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.0,
+        fourier_scale: float = 16.0,
+        n_levels: Sequence[int] | None = None,
+        skip_rescale: bool = True,
+        resample_filter: Sequence[float] = (1, 3, 3, 1),
+        precond: str = "none",
+        sigma_data: float = 0.5,
+        data_mean: Sequence[float] | None = None,
+    ):
         super().__init__()
         if precond not in ("none", "edm"):
             raise ValueError(f"precond must be 'none' or 'edm', got {precond!r}")
@@ -69,18 +79,31 @@ class NCSNpp(nn.Module):
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         n_img = in_channels * img_resolution**2
         if data_mean is not None and len(data_mean) not in (in_channels, n_img):
-            raise ValueError(f"data_mean needs {in_channels} values (one per channel) or {n_img} (the mean image), "
-                             f"got {len(data_mean)}")
+            raise ValueError(
+                f"data_mean needs {in_channels} values (one per channel) or {n_img} (the mean image), "
+                f"got {len(data_mean)}"
+            )
         if img_resolution % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{len(ch_mult) - 1}")
-        self.hparams = dict(img_resolution=img_resolution, in_channels=in_channels, nf=nf, ch_mult=list(ch_mult),
-                            num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
-                            dropout=dropout, fourier_scale=fourier_scale,
-                            n_levels=list(n_levels) if n_levels is not None else None,
-                            skip_rescale=skip_rescale, resample_filter=list(resample_filter))
+        self.hparams = dict(
+            img_resolution=img_resolution,
+            in_channels=in_channels,
+            nf=nf,
+            ch_mult=list(ch_mult),
+            num_res_blocks=num_res_blocks,
+            attn_resolutions=list(attn_resolutions),
+            dropout=dropout,
+            fourier_scale=fourier_scale,
+            n_levels=list(n_levels) if n_levels is not None else None,
+            skip_rescale=skip_rescale,
+            resample_filter=list(resample_filter),
+        )
         if precond != "none":  # the raw parametrisation keeps its original hparams (older model files load)
-            self.hparams.update(precond=precond, sigma_data=float(sigma_data),
-                                data_mean=[float(m) for m in data_mean] if data_mean is not None else None)
+            self.hparams.update(
+                precond=precond,
+                sigma_data=float(sigma_data),
+                data_mean=[float(m) for m in data_mean] if data_mean is not None else None,
+            )
         self.precond, self.sigma_data = precond, float(sigma_data)
         mean = torch.tensor([float(m) for m in data_mean] if data_mean is not None else [0.0] * in_channels)
         shape = (1, in_channels, img_resolution, img_resolution) if len(mean) == n_img else (1, in_channels, 1, 1)
@@ -152,8 +175,9 @@ class NCSNpp(nn.Module):
 
     def _embedding(self, sigma: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         if sigma.numel() not in (1, batch):
-            raise ValueError(f"sigma must be a scalar or have one value per example ({batch}), "
-                             f"got shape {tuple(sigma.shape)}")
+            raise ValueError(
+                f"sigma must be a scalar or have one value per example ({batch}), got shape {tuple(sigma.shape)}"
+            )
         sigma = sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma.reshape(-1)
         noise = self.fourier(sigma.log())
         emb = self.emb0(noise)
@@ -161,8 +185,10 @@ class NCSNpp(nn.Module):
             if labels is None:
                 labels = torch.full((batch, len(self.label_emb)), -1, dtype=torch.long, device=sigma.device)
             if labels.ndim != 2 or labels.shape != (batch, len(self.label_emb)):
-                raise ValueError(f"labels must be (batch={batch}, {len(self.label_emb)}) level indices "
-                                 f"(-1 = null), got shape {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must be (batch={batch}, {len(self.label_emb)}) level indices "
+                    f"(-1 = null), got shape {tuple(labels.shape)}"
+                )
             labels = torch.where(labels < 0, self.null_index, labels.long())
             given = sum(table(labels[:, k]) for k, table in enumerate(self.label_emb))
             emb = emb + self.label_gate(noise) * given
@@ -237,8 +263,9 @@ class NCSNpp(nn.Module):
         sig = sigma.reshape(-1, 1, 1, 1) if sigma.numel() > 1 else sigma
         return x.float() + sig**2 * self(x, sigma, labels).float()
 
-    def forward_features(self, x: torch.Tensor, sigma: torch.Tensor | float, names: Sequence[str],
-                         labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self, x: torch.Tensor, sigma: torch.Tensor | float, names: Sequence[str], labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Named intermediate feature maps, computed by the same pass as :meth:`forward`.
 
         ``enc_<r>``: output of the last block (after attention) of the encoder level at resolution r;

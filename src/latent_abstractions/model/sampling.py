@@ -28,7 +28,7 @@ from .sde import VESDE
 class SampleResult:
     """Output of :func:`sample`."""
 
-    x: torch.Tensor                                               # final states (B, C, H, W)
+    x: torch.Tensor  # final states (B, C, H, W)
     states: dict[int, torch.Tensor] = field(default_factory=dict)  # grid index i -> x at taus[i] (on CPU)
 
 
@@ -65,10 +65,21 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(score_fn: Callable, sde: VESDE, x: torch.Tensor, taus: torch.Tensor,
-           generators: Sequence[torch.Generator], method: str = "pc", snr: float = 0.16,
-           n_corrector: int = 1, labels: torch.Tensor | None = None, record_at: Sequence[int] = (),
-           denoise: bool = True, progress: bool = False, eps: float = 1e-5) -> SampleResult:
+def sample(
+    score_fn: Callable,
+    sde: VESDE,
+    x: torch.Tensor,
+    taus: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    method: str = "pc",
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    labels: torch.Tensor | None = None,
+    record_at: Sequence[int] = (),
+    denoise: bool = True,
+    progress: bool = False,
+    eps: float = 1e-5,
+) -> SampleResult:
     """Integrate the reverse SDE from x at taus[0] to taus[-1].
 
     Args:
@@ -145,16 +156,40 @@ def sample_seeds(seed: int, n: int) -> np.ndarray:
     return derive_seeds(seed, "sample", n)
 
 
-def generate(score_fn: Callable, sde: VESDE, resolution: int, seeds: np.ndarray, *, steps: int, method: str,
-             snr: float, batch_size: int, device: torch.device, n_corrector: int = 1) -> np.ndarray:
+def generate(
+    score_fn: Callable,
+    sde: VESDE,
+    resolution: int,
+    seeds: np.ndarray,
+    *,
+    steps: int,
+    method: str,
+    snr: float,
+    batch_size: int,
+    device: torch.device,
+    n_corrector: int = 1,
+) -> np.ndarray:
     """One sample per seed (uint8, (n, H, W, 3)) from tau = 0 to 1; the batch size does not change them.
 
     ``n_corrector``: Langevin corrector steps per predictor step (method "pc"; 0 = predictor only).
     """
     out = []
     for i in range(0, len(seeds), batch_size):
-        gens = make_generators(seeds[i:i + batch_size], device)
+        gens = make_generators(seeds[i : i + batch_size], device)
         x = sde.prior_sampling((len(gens), 3, resolution, resolution), gens, device)
-        out.append(to_uint8(sample(score_fn, sde, x, time_grid(steps), gens, method=method, snr=snr,
-                                   n_corrector=n_corrector, progress=True).x))
+        out.append(
+            to_uint8(
+                sample(
+                    score_fn,
+                    sde,
+                    x,
+                    time_grid(steps),
+                    gens,
+                    method=method,
+                    snr=snr,
+                    n_corrector=n_corrector,
+                    progress=True,
+                ).x
+            )
+        )
     return np.concatenate(out)

@@ -71,8 +71,12 @@ class VESDE:
         """Sample of the perturbation kernel: x0 + sigma(t) * noise."""
         return x0 + _bcast(self.sigma(_as_tensor(t, x0)), x0) * noise
 
-    def prior_sampling(self, shape: Sequence[int], generators: Sequence[torch.Generator] | None = None,
-                       device: torch.device | str = "cpu") -> torch.Tensor:
+    def prior_sampling(
+        self,
+        shape: Sequence[int],
+        generators: Sequence[torch.Generator] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
         """Samples of the prior N(0, sigma_max^2 I); row k from ``generators[k]`` when given."""
         from ..rng import randn_per_sample
 
@@ -112,8 +116,7 @@ def sigma_max_from_data(images: torch.Tensor, max_pairs: int | None = None, chun
         The largest distance, a Python float.
     """
     if images.ndim != 4 or not images.is_floating_point() or images.shape[0] < 2:
-        raise ValueError(f"images must be a float (N >= 2, C, H, W) tensor, got {images.dtype} "
-                         f"{tuple(images.shape)}")
+        raise ValueError(f"images must be a float (N >= 2, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
     n = images.shape[0]
     if max_pairs is not None:
         if max_pairs < 1:
@@ -123,5 +126,5 @@ def sigma_max_from_data(images: torch.Tensor, max_pairs: int | None = None, chun
     best = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, n, chunk):
         for j in range(i, n, chunk):  # the upper triangle of blocks suffices
-            best = torch.maximum(best, torch.cdist(x[i:i + chunk], x[j:j + chunk]).max())
+            best = torch.maximum(best, torch.cdist(x[i : i + chunk], x[j : j + chunk]).max())
     return float(best)

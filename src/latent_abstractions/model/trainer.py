@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .ema import EMA
 from ..io import atomic_path
+from .ema import EMA
 from .losses import drop_labels, dsm_loss
 from .networks import NCSNpp
 from .sde import VESDE
@@ -47,10 +47,10 @@ class TrainSettings:
     bf16: bool = True
     tf32: bool = False
     compile: bool = False
-    weighting: str = "sigma2"          # losses.dsm_loss: "sigma2" (Song et al.) or "edm" (Karras et al.)
+    weighting: str = "sigma2"  # losses.dsm_loss: "sigma2" (Song et al.) or "edm" (Karras et al.)
     sigma_sampling: str = "log_uniform"  # losses.sample_sigma: "log_uniform" or "log_normal"
-    p_mean: float = -1.2               # log-normal noise levels: mean of log sigma
-    p_std: float = 1.2                 # log-normal noise levels: std of log sigma
+    p_mean: float = -1.2  # log-normal noise levels: mean of log sigma
+    p_std: float = 1.2  # log-normal noise levels: std of log sigma
     seed: int = 0
 
 
@@ -93,15 +93,26 @@ def _load_checkpoint(state_dir: Path, hparams: dict, max_step: int) -> dict | No
     if missing:
         raise ValueError(f"{pt}: training checkpoint lacks {sorted(missing)}; delete {state_dir} to start over")
     if int(ckpt["step"]) > max_step:
-        log.warning("%s: checkpoint is at step %d, past the %d steps asked for; starting from scratch",
-                    state_dir, int(ckpt["step"]), max_step)
+        log.warning(
+            "%s: checkpoint is at step %d, past the %d steps asked for; starting from scratch",
+            state_dir,
+            int(ckpt["step"]),
+            max_step,
+        )
         return None
     return ckpt
 
 
-def fit_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwargs: dict, sde: VESDE,
-                      settings: TrainSettings, state_dir: str | Path, device: torch.device,
-                      progress: bool = True) -> tuple[NCSNpp, pd.DataFrame, dict]:
+def fit_score_model(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    net_kwargs: dict,
+    sde: VESDE,
+    settings: TrainSettings,
+    state_dir: str | Path,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[NCSNpp, pd.DataFrame, dict]:
     """Train an NCSN++ score network, resuming from ``state_dir`` when it holds a matching checkpoint.
 
     Args:
@@ -127,9 +138,14 @@ def fit_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwarg
         torch.backends.cudnn.allow_tf32 = settings.tf32
     # What a checkpoint must share to be resumed. The step count and the logging/checkpoint cadence are left
     # out: they do not change the trajectory, so a run extended to more steps continues its last checkpoint.
-    hparams = {"net": net_kwargs, "sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max,
-               "settings": {k: v for k, v in asdict(settings).items() if k not in _CADENCE},
-               "n_images": int(images.shape[0]), "device": device.type}
+    hparams = {
+        "net": net_kwargs,
+        "sigma_min": sde.sigma_min,
+        "sigma_max": sde.sigma_max,
+        "settings": {k: v for k, v in asdict(settings).items() if k not in _CADENCE},
+        "n_images": int(images.shape[0]),
+        "device": device.type,
+    }
 
     torch.manual_seed(settings.seed)
     net = NCSNpp(**net_kwargs).to(device)
@@ -142,8 +158,11 @@ def fit_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwarg
     step = 0
     ckpt = _load_checkpoint(state_dir, hparams, settings.steps)
     if ckpt is not None and set(ckpt["model"]) != set(net.state_dict()):
-        log.warning("%s: checkpoint was written by another version of the network (its parameters differ); "
-                    "starting from scratch", state_dir)
+        log.warning(
+            "%s: checkpoint was written by another version of the network (its parameters differ); "
+            "starting from scratch",
+            state_dir,
+        )
         ckpt = None
     if ckpt is not None:
         net.load_state_dict(ckpt["model"], strict=True)
@@ -178,9 +197,18 @@ def fit_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwarg
         x0 = data[idx].float().div_(255.0).contiguous(memory_format=layout)
         y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
-            loss = dsm_loss(model, sde, x0, y, generator=gen, weighting=settings.weighting,
-                            sigma_data=net_kwargs.get("sigma_data", 0.5), sampling=settings.sigma_sampling,
-                            p_mean=settings.p_mean, p_std=settings.p_std)
+            loss = dsm_loss(
+                model,
+                sde,
+                x0,
+                y,
+                generator=gen,
+                weighting=settings.weighting,
+                sigma_data=net_kwargs.get("sigma_data", 0.5),
+                sampling=settings.sigma_sampling,
+                p_mean=settings.p_mean,
+                p_std=settings.p_std,
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
@@ -192,16 +220,33 @@ def fit_score_model(images: torch.Tensor, labels: torch.Tensor | None, net_kwarg
         bar.update(1)
         if step % settings.log_every == 0 or step == settings.steps:
             mean = float(acc) / acc_n  # the only host-device sync, every log_every steps
-            rows.append({"step": step, "loss": mean, "lr": opt.param_groups[0]["lr"],
-                         "images_seen": step * settings.batch_size,
-                         "seconds": elapsed0 + time.perf_counter() - t0})
+            rows.append(
+                {
+                    "step": step,
+                    "loss": mean,
+                    "lr": opt.param_groups[0]["lr"],
+                    "images_seen": step * settings.batch_size,
+                    "seconds": elapsed0 + time.perf_counter() - t0,
+                }
+            )
             bar.set_postfix(loss=f"{mean:.4g}")
             acc.zero_()
             acc_n = 0
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            _save_checkpoint(state_dir, hparams, {
-                "model": net.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-                "rng": _rng_state(gen, device), "step": step, "log": rows, "acc": acc.detach().cpu(), "acc_n": acc_n})
+            _save_checkpoint(
+                state_dir,
+                hparams,
+                {
+                    "model": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "ema": ema.state_dict(),
+                    "rng": _rng_state(gen, device),
+                    "step": step,
+                    "log": rows,
+                    "acc": acc.detach().cpu(),
+                    "acc_n": acc_n,
+                },
+            )
     bar.close()
     ema.copy_to(net)
     net.eval()
@@ -224,7 +269,7 @@ def data_statistics(images: torch.Tensor, per: str = "image", chunk: int = 4096)
     s1 = torch.zeros(images.shape[1:], dtype=torch.float64)
     s2 = torch.zeros(images.shape[1:], dtype=torch.float64)
     for i in range(0, n, chunk):
-        x = images[i:i + chunk].double().div(255.0)
+        x = images[i : i + chunk].double().div(255.0)
         s1 += x.sum(0)
         s2 += x.pow(2).sum(0)
     if per == "channel":

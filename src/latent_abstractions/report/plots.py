@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import io  # noqa: E402
-from ..measure.agreement import exact_reference, mi_tolerance  # noqa: E402
 from ..data.factors import FACTOR_NAMES, FACTORS, SHAPE_NAMES  # noqa: E402
+from ..measure.agreement import exact_reference, mi_tolerance  # noqa: E402
 
 TAU_LABEL = "generative time τ (0 = noise, 1 = data)"
 FACTOR_COLOURS = dict(zip(FACTOR_NAMES, sns.color_palette("colorblind", len(FACTOR_NAMES))))
@@ -44,19 +44,27 @@ def save(fig, path: str | os.PathLike) -> None:
 def label_text(indices: np.ndarray) -> str:
     """Short text for one image's six official level indices."""
     f = FACTORS
-    return (f"fl {f[0].values[indices[0]]:.1f} wa {f[1].values[indices[1]]:.1f} ob {f[2].values[indices[2]]:.1f}\n"
-            f"sc {f[3].values[indices[3]]:.2f} {SHAPE_NAMES[indices[4]]} {f[5].values[indices[5]]:+.0f}°")
+    return (
+        f"fl {f[0].values[indices[0]]:.1f} wa {f[1].values[indices[1]]:.1f} ob {f[2].values[indices[2]]:.1f}\n"
+        f"sc {f[3].values[indices[3]]:.2f} {SHAPE_NAMES[indices[4]]} {f[5].values[indices[5]]:+.0f}°"
+    )
 
 
-def image_grid(images: np.ndarray, path: str | os.PathLike, titles: list[str] | None = None,
-               ncols: int = 8, title: str | None = None) -> None:
+def image_grid(
+    images: np.ndarray,
+    path: str | os.PathLike,
+    titles: list[str] | None = None,
+    ncols: int = 8,
+    title: str | None = None,
+) -> None:
     """A grid of uint8 images (n, H, W, 3), optionally titled, saved to ``path``."""
     n = len(images)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
     size = 1.6 if titles else 1.1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + (0.45 if titles else 0)) * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, (size + (0.45 if titles else 0)) * nrows), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -73,8 +81,12 @@ def contact_sheet(data, path: str | os.PathLike, n: int = 32, seed: int = 0) -> 
     """Random images of a :class:`~latent_abstractions.shapes3d.Shapes3D` with their factor values."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(data.n, size=min(n, data.n), replace=False))
-    image_grid(data.images(idx), path, titles=[label_text(data.label_indices[i]) for i in idx],
-               title=f"{data.path.name}: {data.n} images, {data.resolution}x{data.resolution}")
+    image_grid(
+        data.images(idx),
+        path,
+        titles=[label_text(data.label_indices[i]) for i in idx],
+        title=f"{data.path.name}: {data.n} images, {data.resolution}x{data.resolution}",
+    )
 
 
 def _curves(ax, df, value, lo=None, hi=None, dashed=False, label_suffix=""):
@@ -84,8 +96,16 @@ def _curves(ax, df, value, lo=None, hi=None, dashed=False, label_suffix=""):
         if d.empty:
             continue
         colour = FACTOR_COLOURS[factor]
-        ax.plot(d["tau"], d[value], color=colour, lw=1.2 if dashed else 2, ls="--" if dashed else "-",
-                marker=None if dashed else "o", ms=3, label=None if dashed else f"{factor}{label_suffix}")
+        ax.plot(
+            d["tau"],
+            d[value],
+            color=colour,
+            lw=1.2 if dashed else 2,
+            ls="--" if dashed else "-",
+            marker=None if dashed else "o",
+            ms=3,
+            label=None if dashed else f"{factor}{label_suffix}",
+        )
         if lo is not None:
             ax.fill_between(d["tau"], d[lo], d[hi], color=colour, alpha=0.15 if not dashed else 0.07, lw=0)
     ax.set_xlabel(TAU_LABEL)
@@ -139,8 +159,12 @@ def draw_mutual_info(mi: pd.DataFrame, path, exact: pd.DataFrame | None = None) 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _curves(ax, d, "mi", "lo", "hi")
     if exact is not None:
-        _exact_overlay(ax, exact.assign(gain=exact["mi"] - exact["mi_at_noise"]), "gain",
-                       label="exact filter: I(Y_τ) − I(Y_0) (black dashed)")
+        _exact_overlay(
+            ax,
+            exact.assign(gain=exact["mi"] - exact["mi_at_noise"]),
+            "gain",
+            label="exact filter: I(Y_τ) − I(Y_0) (black dashed)",
+        )
     for factor in FACTOR_NAMES:
         ceil = mi.loc[mi["factor"] == factor, "ceiling"]
         if len(ceil):
@@ -171,8 +195,9 @@ def draw_forking(forking: pd.DataFrame, path, exact: pd.DataFrame | None = None)
     save(fig, path)
 
 
-def draw_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame, gaps: pd.DataFrame | None,
-                   path) -> None:
+def draw_agreement(
+    mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame, gaps: pd.DataFrame | None, path
+) -> None:
     """Learned vs exact, one panel per factor: MI (top row) and forking (bottom row), each against the range its
     agreement criterion allows (grey band).
 
@@ -183,10 +208,12 @@ def draw_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame,
     """
     set_style()
     exact = exact_reference(exact)
-    within = {} if gaps is None or "taus_within" not in gaps else \
-        {(r.measurement, r.factor): (int(r.taus_within), int(r.n_taus)) for r in gaps.itertuples()}
-    fig, axes = plt.subplots(2, len(FACTOR_NAMES), figsize=(2.6 * len(FACTOR_NAMES), 5.6), sharex=True,
-                             squeeze=False)
+    within = (
+        {}
+        if gaps is None or "taus_within" not in gaps
+        else {(r.measurement, r.factor): (int(r.taus_within), int(r.n_taus)) for r in gaps.itertuples()}
+    )
+    fig, axes = plt.subplots(2, len(FACTOR_NAMES), figsize=(2.6 * len(FACTOR_NAMES), 5.6), sharex=True, squeeze=False)
     for j, factor in enumerate(FACTOR_NAMES):
         colour = FACTOR_COLOURS[factor]
         e = exact[exact["factor"] == factor].sort_values("tau")
@@ -214,8 +241,10 @@ def draw_agreement(mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame,
                 ax.set_xlabel("τ (0 = noise, 1 = data)", fontsize=8)
     axes[0, 0].set_ylabel("I(Y_τ) − I(Y_0) [nats]")
     axes[1, 0].set_ylabel("fork entropy / log(levels)")
-    fig.suptitle("Learned (colour, with CI) vs the exact filter (black dashed); grey: what the agreement criterion "
-                 "allows", fontsize=10)
+    fig.suptitle(
+        "Learned (colour, with CI) vs the exact filter (black dashed); grey: what the agreement criterion allows",
+        fontsize=10,
+    )
     fig.tight_layout()
     save(fig, path)
 
@@ -234,8 +263,9 @@ def draw_training_loss(losses: dict[str, pd.DataFrame], path) -> None:
     save(fig, path)
 
 
-def draw_samples_forks(samples: np.ndarray, strips: np.ndarray, strip_taus: np.ndarray, path,
-                       n_samples: int = 16) -> None:
+def draw_samples_forks(
+    samples: np.ndarray, strips: np.ndarray, strip_taus: np.ndarray, path, n_samples: int = 16
+) -> None:
     """Top: unconditional samples. Below: one row of forks per fork time tau (same base trajectory)."""
     set_style()
     n_samples = min(n_samples, len(samples))
@@ -251,7 +281,9 @@ def draw_samples_forks(samples: np.ndarray, strips: np.ndarray, strip_taus: np.n
         for k in range(strips.shape[1]):
             axes[2 + r][k].imshow(strips[r, k])
         axes[2 + r][0].set_title(f"forks from τ = {tau:.2f}", fontsize=8, loc="left")
-    fig.suptitle("Samples, and forks of one trajectory:\nfactors shared along a row were fixed before its τ", fontsize=9)
+    fig.suptitle(
+        "Samples, and forks of one trajectory:\nfactors shared along a row were fixed before its τ", fontsize=9
+    )
     fig.tight_layout()
     save(fig, path)
 
@@ -262,9 +294,14 @@ def draw_exact_filter(exact: pd.DataFrame, path, title: str = "The exact filter"
     d = exact[exact["mixture"] == "all"] if "mixture" in exact else exact
     d = d.assign(mi_frac=d["mi"] / d["ceiling"].where(d["ceiling"] > 0))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, (col, ylabel) in zip(axes, [("mi_frac", "I(Y_τ; factor) / H(factor)"),
-                                        ("bayes_accuracy", "Bayes accuracy E max p(factor | y)"),
-                                        ("entropy", "H(factor | y) / log(levels): forks, K → ∞")]):
+    for ax, (col, ylabel) in zip(
+        axes,
+        [
+            ("mi_frac", "I(Y_τ; factor) / H(factor)"),
+            ("bayes_accuracy", "Bayes accuracy E max p(factor | y)"),
+            ("entropy", "H(factor | y) / log(levels): forks, K → ∞"),
+        ],
+    ):
         _curves(ax, d, col)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel(ylabel)

@@ -7,9 +7,9 @@ from typing import Sequence
 
 from .. import io
 from ..data.download import download
-from ..report.plots import contact_sheet
 from ..data.render import GridSpec
 from ..data.shapes3d import load_shapes3d, make_split, write_synthetic
+from ..report.plots import contact_sheet
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,13 @@ log = logging.getLogger(__name__)
 def render_shapes3d(h5_out: str, *, resolution: int, levels: Sequence[int]) -> None:
     """The ``render_shapes3d`` rule: the synthetic factor grid with ``levels[k]`` levels of factor k."""
     spec = GridSpec.from_counts(resolution, list(levels))
-    log.info("rendering %d images at %dx%d, levels per factor %s", spec.n_images, spec.resolution,
-             spec.resolution, spec.shape)
+    log.info(
+        "rendering %d images at %dx%d, levels per factor %s",
+        spec.n_images,
+        spec.resolution,
+        spec.resolution,
+        spec.shape,
+    )
     write_synthetic(h5_out, spec)
 
 
@@ -39,7 +44,13 @@ def split_dataset(h5: str, split_out: str, *, test_fraction: float, seed: int) -
 def plot_contact_sheet(h5: str, png_out: str, *, seed: int) -> None:
     """The ``plot_contact_sheet`` rule: dataset images with their labels."""
     data = load_shapes3d(h5)
-    log.info("%s: %d images at %dx%d, levels present per factor %s", data.path, data.n, data.resolution,
-             data.resolution, data.n_levels_present)
+    log.info(
+        "%s: %d images at %dx%d, levels present per factor %s",
+        data.path,
+        data.n,
+        data.resolution,
+        data.resolution,
+        data.n_levels_present,
+    )
     contact_sheet(data, png_out, seed=seed)
     log.info("wrote %s", png_out)

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.factors import FACTOR_NAMES
+from ..data.shapes3d import Shapes3D, load_shapes3d, load_split
+from ..io import write_parquet
 from ..measure.emergence import crossing_tau
 from ..measure.exact_filter import filter_curves, level_codes, level_posteriors
-from ..data.factors import FACTOR_NAMES
-from ..io import write_parquet
 from ..model.sde import VESDE
-from ..data.shapes3d import Shapes3D, load_shapes3d, load_split
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,30 @@ def read_sde(hparams_path: str | Path) -> VESDE:
         raise ValueError(f"{hparams_path}: cannot read sigma_min / sigma_max of the score model ({err})") from err
 
 
-def iter_chunks(data: Shapes3D, members: np.ndarray, codes: np.ndarray,
-                chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_chunks(
+    data: Shapes3D, members: np.ndarray, codes: np.ndarray, chunk_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(pixels (n, D) uint8, codes (n, F)) of the mixture ``members`` (sorted indices), read chunk by chunk."""
     for a in range(0, len(members), chunk_size):
-        idx = members[a:a + chunk_size]
+        idx = members[a : a + chunk_size]
         yield data.images(idx).reshape(len(idx), -1), codes[idx]
 
 
-def filter_table(data: Shapes3D, members: np.ndarray, sde: VESDE, taus: np.ndarray, *, n_samples: int,
-                 n_forks: int, n_base: int | None = None, chunk_size: int, seed: int, device: torch.device,
-                 codes_present: tuple[np.ndarray, list[np.ndarray]] | None = None,
-                 progress: bool = True) -> pd.DataFrame:
+def filter_table(
+    data: Shapes3D,
+    members: np.ndarray,
+    sde: VESDE,
+    taus: np.ndarray,
+    *,
+    n_samples: int,
+    n_forks: int,
+    n_base: int | None = None,
+    chunk_size: int,
+    seed: int,
+    device: torch.device,
+    codes_present: tuple[np.ndarray, list[np.ndarray]] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """The exact filter's curves of one mixture (the images ``members`` of ``data``), one row per tau x factor.
 
     Queries y = x_j + sigma(1 - tau) z with j uniform over the members and z ~ N(0, I), both seeded by ``seed``
@@ -70,26 +82,50 @@ def filter_table(data: Shapes3D, members: np.ndarray, sde: VESDE, taus: np.ndarr
     chunks = iter_chunks(data, members, codes, chunk_size)
     if progress:
         from tqdm import tqdm
+
         chunks = tqdm(chunks, total=n_chunks, desc="exact filter", mininterval=5)
     probs = level_posteriors(chunks, queries, z, sigmas, n_levels, device=device)
     marginals = [np.bincount(codes[members, k], minlength=n_levels[k]) for k in range(len(n_levels))]
-    band_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])   # not the queries' default_rng(seed)
+    band_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])  # not the queries' default_rng(seed)
     c = filter_curves(probs, marginals, n_forks, n_base, seed=band_seed)
     rows = []
     for t, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
-            rows.append({"tau": float(tau), "factor": factor, "mi": c["mi"][t + 1, k], "mi_se": c["mi_se"][t + 1, k],
-                         "mi_at_noise": c["mi"][0, k], "entropy": c["entropy"][t + 1, k],
-                         "entropy_k": c["entropy_k"][t + 1, k], "entropy_k_low": c["entropy_k_low"][t + 1, k],
-                         "entropy_k_high": c["entropy_k_high"][t + 1, k],
-                         "bayes_accuracy": c["bayes_accuracy"][t + 1, k], "ceiling": c["ceiling"][t + 1, k],
-                         "n_levels": n_levels[k], "sigma": float(sigmas[t + 1])})
+            rows.append(
+                {
+                    "tau": float(tau),
+                    "factor": factor,
+                    "mi": c["mi"][t + 1, k],
+                    "mi_se": c["mi_se"][t + 1, k],
+                    "mi_at_noise": c["mi"][0, k],
+                    "entropy": c["entropy"][t + 1, k],
+                    "entropy_k": c["entropy_k"][t + 1, k],
+                    "entropy_k_low": c["entropy_k_low"][t + 1, k],
+                    "entropy_k_high": c["entropy_k_high"][t + 1, k],
+                    "bayes_accuracy": c["bayes_accuracy"][t + 1, k],
+                    "ceiling": c["ceiling"][t + 1, k],
+                    "n_levels": n_levels[k],
+                    "sigma": float(sigmas[t + 1]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def compute_exact_filter(h5: str, split_path: str, hparams_path: str, out: str, *, taus: Sequence[float], n_samples: int,
-                 n_forks: int, n_base: int | None, mixtures: Sequence[str], chunk_size: int, seed: int,
-                 device: torch.device) -> pd.DataFrame:
+def compute_exact_filter(
+    h5: str,
+    split_path: str,
+    hparams_path: str,
+    out: str,
+    *,
+    taus: Sequence[float],
+    n_samples: int,
+    n_forks: int,
+    n_base: int | None,
+    mixtures: Sequence[str],
+    chunk_size: int,
+    seed: int,
+    device: torch.device,
+) -> pd.DataFrame:
     """The ``compute_exact_filter`` rule: one row per mixture x tau x factor (schema in docs/architecture.md)."""
     bad = set(mixtures) - set(MIXTURES)
     if bad or not mixtures:
@@ -105,14 +141,31 @@ def compute_exact_filter(h5: str, split_path: str, hparams_path: str, out: str, 
     for m, name in enumerate(mixtures):
         members = np.arange(data.n) if name == "all" else split["train"]
         t0 = time.perf_counter()
-        df = filter_table(data, members, sde, taus, n_samples=n_samples, n_forks=n_forks, n_base=n_base,
-                          chunk_size=chunk_size, seed=int(np.random.SeedSequence([seed, m]).generate_state(1)[0]),
-                          device=device, codes_present=codes_present)
+        df = filter_table(
+            data,
+            members,
+            sde,
+            taus,
+            n_samples=n_samples,
+            n_forks=n_forks,
+            n_base=n_base,
+            chunk_size=chunk_size,
+            seed=int(np.random.SeedSequence([seed, m]).generate_state(1)[0]),
+            device=device,
+            codes_present=codes_present,
+        )
         info[name] = {"n_images": int(len(members)), "seconds": round(time.perf_counter() - t0, 2)}
-        log.info("mixture %s: %d images, %d queries, %.1f s; tau at 50%% of the exact MI's range: %s",
-                 name, len(members), n_samples, info[name]["seconds"],
-                 {f: round(crossing_tau(d["tau"].to_numpy(), d["mi"].to_numpy(), 0.5, True), 3)
-                  for f, d in df.groupby("factor", sort=False)})
+        log.info(
+            "mixture %s: %d images, %d queries, %.1f s; tau at 50%% of the exact MI's range: %s",
+            name,
+            len(members),
+            n_samples,
+            info[name]["seconds"],
+            {
+                f: round(crossing_tau(d["tau"].to_numpy(), d["mi"].to_numpy(), 0.5, True), 3)
+                for f, d in df.groupby("factor", sort=False)
+            },
+        )
         frames.append(df.assign(mixture=name, n_images=len(members)))
     df = pd.concat(frames, ignore_index=True)
     df["n_samples"] = np.int64(n_samples)
@@ -120,9 +173,19 @@ def compute_exact_filter(h5: str, split_path: str, hparams_path: str, out: str, 
     df["n_base"] = np.int64(n_base) if n_base is not None else np.int64(0)
     df["seed"] = np.int64(seed)
     df = df.sort_values(["mixture", "factor", "tau"], kind="stable").reset_index(drop=True)
-    write_parquet(df, out, {"sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max, "dataset": str(h5),
-                            "sde_from": str(hparams_path), "mixtures": info, "device": str(device),
-                            "definition": "pi_tau(i|y) = softmax(-||y - x_i||^2 / (2 sigma^2)) over the mixture's "
-                                          "images; mi = H(phi) - E H(phi|y); mi_at_noise at sigma_max",
-                            "time_convention": "tau generative: 0 = noise, 1 = data"})
+    write_parquet(
+        df,
+        out,
+        {
+            "sigma_min": sde.sigma_min,
+            "sigma_max": sde.sigma_max,
+            "dataset": str(h5),
+            "sde_from": str(hparams_path),
+            "mixtures": info,
+            "device": str(device),
+            "definition": "pi_tau(i|y) = softmax(-||y - x_i||^2 / (2 sigma^2)) over the mixture's "
+            "images; mi = H(phi) - E H(phi|y); mi_at_noise at sigma_max",
+            "time_convention": "tau generative: 0 = noise, 1 = data",
+        },
+    )
     return df

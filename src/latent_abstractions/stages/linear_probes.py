@@ -37,12 +37,22 @@ def _probe_cell(path, layer, tau, C, max_iter, n_bootstrap, seed, n_levels):
     rngs = [numpy_rng(seed, k, int(round(tau * 1e6))) for k in range(len(FACTOR_NAMES))]
     # one BLAS thread per worker: these fits are small, and 2+ threads per fit on a busy CPU ran 30x slower
     with threadpool_limits(1):
-        return probe_rows(feats, labs, tau=tau, layer=layer, C=C, max_iter=max_iter, n_bootstrap=n_bootstrap,
-                          rngs=rngs, n_levels=n_levels)
+        return probe_rows(
+            feats,
+            labs,
+            tau=tau,
+            layer=layer,
+            C=C,
+            max_iter=max_iter,
+            n_bootstrap=n_bootstrap,
+            rngs=rngs,
+            n_levels=n_levels,
+        )
 
 
-def fit_linear_probes(features: str, out: str, *, C: float, max_iter: int, n_bootstrap: int, seed: int,
-                      n_jobs: int = 1) -> pd.DataFrame:
+def fit_linear_probes(
+    features: str, out: str, *, C: float, max_iter: int, n_bootstrap: int, seed: int, n_jobs: int = 1
+) -> pd.DataFrame:
     """The ``fit_linear_probes`` rule: one row per tau x layer x factor (schema in docs/architecture.md)."""
     meta = read_parquet_metadata(features)
     table = pq.read_table(features, columns=["tau", "layer"])
@@ -50,10 +60,17 @@ def fit_linear_probes(features: str, out: str, *, C: float, max_iter: int, n_boo
     layers = sorted(set(table["layer"].to_pylist()))
     results = Parallel(n_jobs=n_jobs)(
         delayed(_probe_cell)(features, layer, tau, C, max_iter, n_bootstrap, seed, meta["n_levels"])
-        for layer in layers for tau in taus)
-    df = finish_table(pd.DataFrame([r for rows in results for r in rows]), out, seed=seed,
-                      checkpoint=meta["checkpoint"], sort_by=["layer", "factor", "tau"],
-                      metadata={"C": C, "max_iter": max_iter, "n_bootstrap": n_bootstrap})
+        for layer in layers
+        for tau in taus
+    )
+    df = finish_table(
+        pd.DataFrame([r for rows in results for r in rows]),
+        out,
+        seed=seed,
+        checkpoint=meta["checkpoint"],
+        sort_by=["layer", "factor", "tau"],
+        metadata={"C": C, "max_iter": max_iter, "n_bootstrap": n_bootstrap},
+    )
     best = df[df["layer"] != "pixels"].groupby("factor")["accuracy"].max()
     log.info("best probe accuracy per factor: %s", best.round(3).to_dict())
     return df

@@ -14,25 +14,39 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from ..model.checkpoint import load_classifier, load_score_model
-from ..model.classifier import predict
 from ..data.factors import FACTOR_NAMES
+from ..data.shapes3d import load_shapes3d, load_split, to_model_input, to_uint8
+from ..io import atomic_path, write_parquet
 from ..measure.features import choose_images, pooled_features
 from ..measure.forking import fork_entropies, fork_labels
-from ..io import atomic_path, write_parquet
 from ..measure.mutual_info import ESTIMATORS, mi_curves
-from ..rng import derive_seed, numpy_rng, seeded_subset
-from ..model.score import get_score_fn
-from ..data.shapes3d import load_shapes3d, load_split, to_model_input, to_uint8
 from ..measure.stats import bootstrap_ci
+from ..model.checkpoint import load_classifier, load_score_model
+from ..model.classifier import predict
+from ..model.score import get_score_fn
+from ..rng import derive_seed, numpy_rng, seeded_subset
 from .tables import TIME_CONVENTION, finish_table
 
 log = logging.getLogger(__name__)
 
 
-def extract_features(model_path: str, hparams_path: str, h5: str, split: str, out: str, *, taus: Sequence[float],
-                     layers: list[str], pooling: str, grid: int, n_train: int, n_test: int, batch_size: int,
-                     seed: int, device: torch.device) -> None:
+def extract_features(
+    model_path: str,
+    hparams_path: str,
+    h5: str,
+    split: str,
+    out: str,
+    *,
+    taus: Sequence[float],
+    layers: list[str],
+    pooling: str,
+    grid: int,
+    n_train: int,
+    n_test: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> None:
     """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md)."""
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
@@ -51,8 +65,17 @@ def extract_features(model_path: str, hparams_path: str, h5: str, split: str, ou
         gen = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", j))
         z = torch.randn(x0.shape, generator=gen)
         sigma = float(sde.sigma(float(sde.tau_to_t(tau))))
-        feats = pooled_features(net, x0 + sigma * z, sigma, layers, pooling=pooling, grid=grid,
-                                pix_grid=min(8, data.resolution), batch_size=batch_size, device=device)
+        feats = pooled_features(
+            net,
+            x0 + sigma * z,
+            sigma,
+            layers,
+            pooling=pooling,
+            grid=grid,
+            pix_grid=min(8, data.resolution),
+            batch_size=batch_size,
+            device=device,
+        )
         for name, mat in feats.items():
             dims[name] = mat.shape[1]
             cols["features"].append(mat)
@@ -71,16 +94,35 @@ def extract_features(model_path: str, hparams_path: str, h5: str, split: str, ou
         **{f: pa.array(np.concatenate(cols[f]).astype(np.int64)) for f in FACTOR_NAMES},
         "features": pa.array([row for mat in cols["features"] for row in mat], type=pa.list_(pa.float32())),
     }
-    meta = {"checkpoint": model.sha256, "seed": seed, "layers": layers, "pooling": pooling,
-            "grid": grid, "dims": dims, "n_levels": list(data.n_levels_present),
-            "time_convention": f"{TIME_CONVENTION}; x_tau = x0 + sigma(1 - tau) z"}
+    meta = {
+        "checkpoint": model.sha256,
+        "seed": seed,
+        "layers": layers,
+        "pooling": pooling,
+        "grid": grid,
+        "dims": dims,
+        "n_levels": list(data.n_levels_present),
+        "time_convention": f"{TIME_CONVENTION}; x_tau = x0 + sigma(1 - tau) z",
+    }
     write_parquet(pa.table(arrays), out, meta)
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
 
 
-def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, split: str, out: str, *,
-                                taus: Sequence[float], n_images: int, n_times: int, batch_size: int, seed: int,
-                                device: torch.device, estimator: str = "gap") -> pd.DataFrame:
+def estimate_mutual_information(
+    model_path: str,
+    hparams_path: str,
+    h5: str,
+    split: str,
+    out: str,
+    *,
+    taus: Sequence[float],
+    n_images: int,
+    n_times: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    estimator: str = "gap",
+) -> pd.DataFrame:
     """The ``estimate_mutual_information`` rule, with the conditional network on held-out images.
 
     ``estimator``: the integrand, "gap" or "dsm_difference" (see :mod:`latent_abstractions.mutual_info`); either
@@ -99,26 +141,57 @@ def estimate_mutual_information(model_path: str, hparams_path: str, h5: str, spl
     # I(Y; phi) = 0 exactly for a factor with one level in the data (not measurable): not estimated
     measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
     mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
-    mi[:, measurable], se[:, measurable] = mi_curves(get_score_fn(model.net, model.sde), model.sde, x0, labels,
-                                                     taus, n_times, gen, batch_size, progress=True,
-                                                     factors=measurable, estimator=estimator)
+    mi[:, measurable], se[:, measurable] = mi_curves(
+        get_score_fn(model.net, model.sde),
+        model.sde,
+        x0,
+        labels,
+        taus,
+        n_times,
+        gen,
+        batch_size,
+        progress=True,
+        factors=measurable,
+        estimator=estimator,
+    )
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
             n_lv = int(data.n_levels_present[k])
-            rows.append({"tau": float(tau), "factor": factor, "mi": float(mi[j, k]), "se": float(se[j, k]),
-                         "ceiling": math.log(n_lv), "n_levels": n_lv, "n_images": len(idx),
-                         "n_times": int(n_times)})
-    df = finish_table(pd.DataFrame(rows), out, seed=seed, checkpoint=model.sha256, sort_by=["factor", "tau"],
-                      metadata={"estimator": f"{estimator}: {ESTIMATORS[estimator]} (stratified MC); "
-                                             "I(Y_tau) - I(Y_0)"})
+            rows.append(
+                {
+                    "tau": float(tau),
+                    "factor": factor,
+                    "mi": float(mi[j, k]),
+                    "se": float(se[j, k]),
+                    "ceiling": math.log(n_lv),
+                    "n_levels": n_lv,
+                    "n_images": len(idx),
+                    "n_times": int(n_times),
+                }
+            )
+    df = finish_table(
+        pd.DataFrame(rows),
+        out,
+        seed=seed,
+        checkpoint=model.sha256,
+        sort_by=["factor", "tau"],
+        metadata={"estimator": f"{estimator}: {ESTIMATORS[estimator]} (stratified MC); I(Y_tau) - I(Y_0)"},
+    )
     over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
     for factor, sub in over.groupby("factor"):  # an exact estimator cannot exceed log(levels)
-        log.warning("MI of %s exceeds its ceiling %.3f nats by more than 3 se from tau = %.3f (max %.3f): the "
-                    "conditional network's label branches are undertrained", factor, sub["ceiling"].iloc[0],
-                    sub["tau"].min(), sub["mi"].max())
-    log.info("MI at tau=1 per factor (nats): %s",
-             df[df["tau"] == df["tau"].max()].set_index("factor")["mi"].round(3).to_dict())
+        log.warning(
+            "MI of %s exceeds its ceiling %.3f nats by more than 3 se from tau = %.3f (max %.3f): the "
+            "conditional network's label branches are undertrained",
+            factor,
+            sub["ceiling"].iloc[0],
+            sub["tau"].min(),
+            sub["mi"].max(),
+        )
+    log.info(
+        "MI at tau=1 per factor (nats): %s",
+        df[df["tau"] == df["tau"].max()].set_index("factor")["mi"].round(3).to_dict(),
+    )
     return df
 
 
@@ -128,16 +201,36 @@ def strip_indices(taus: np.ndarray, strip_taus: Sequence[float], tol: float = 1e
     for s in strip_taus:
         j = int(np.argmin(np.abs(taus - s)))
         if abs(taus[j] - s) > tol:
-            log.warning("forking.strip_taus: %g is not on the tau grid; the strip is drawn at the nearest "
-                        "grid point tau = %.6g", s, taus[j])
+            log.warning(
+                "forking.strip_taus: %g is not on the tau grid; the strip is drawn at the nearest "
+                "grid point tau = %.6g",
+                s,
+                taus[j],
+            )
         out.append(j)
     return sorted(set(out))
 
 
-def run_forking(model_path: str, hparams_path: str, classifier_path: str, classifier_hparams_path: str,
-                table_out: str, strips_out: str, *, taus: Sequence[float], n_base: int, n_forks: int, steps: int,
-                method: str, snr: float, strip_taus: Sequence[float], seed: int, device: torch.device,
-                corrector: bool = False, n_bootstrap: int = 1000) -> pd.DataFrame:
+def run_forking(
+    model_path: str,
+    hparams_path: str,
+    classifier_path: str,
+    classifier_hparams_path: str,
+    table_out: str,
+    strips_out: str,
+    *,
+    taus: Sequence[float],
+    n_base: int,
+    n_forks: int,
+    steps: int,
+    method: str,
+    snr: float,
+    strip_taus: Sequence[float],
+    seed: int,
+    device: torch.device,
+    corrector: bool = False,
+    n_bootstrap: int = 1000,
+) -> pd.DataFrame:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
     ``corrector``: run the Langevin corrector on base paths and forks (method "pc"); False (the default) forks
@@ -149,28 +242,65 @@ def run_forking(model_path: str, hparams_path: str, classifier_path: str, classi
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
     res = model.hparams["net"]["img_resolution"]
     strip_idx = strip_indices(taus, strip_taus)
-    labels, kept = fork_labels(get_score_fn(model.net, model.sde), model.sde, lambda x: predict(clf.net, x),
-                               shape=(3, res, res), taus=taus, n_base=n_base, n_forks=n_forks, steps=steps,
-                               method=method, snr=snr, seed=seed, device=device, keep_images=set(strip_idx),
-                               corrector=corrector)
-    strips = (np.stack([to_uint8(kept[j]) for j in strip_idx]) if strip_idx
-              else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8))
+    labels, kept = fork_labels(
+        get_score_fn(model.net, model.sde),
+        model.sde,
+        lambda x: predict(clf.net, x),
+        shape=(3, res, res),
+        taus=taus,
+        n_base=n_base,
+        n_forks=n_forks,
+        steps=steps,
+        method=method,
+        snr=snr,
+        seed=seed,
+        device=device,
+        keep_images=set(strip_idx),
+        corrector=corrector,
+    )
+    strips = (
+        np.stack([to_uint8(kept[j]) for j in strip_idx])
+        if strip_idx
+        else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8)
+    )
     rows = []
     for j, tau in enumerate(taus):
-        ent = fork_entropies(labels[j], n_levels)                                 # (n_base, 6)
+        ent = fork_entropies(labels[j], n_levels)  # (n_base, 6)
         rng = numpy_rng(seed, j)
         for k, factor in enumerate(FACTOR_NAMES):
             lo, hi = bootstrap_ci(ent[:, k], n_bootstrap, rng)
-            rows.append({"tau": float(tau), "factor": factor, "entropy": float(ent[:, k].mean()),
-                         "ci_low": lo, "ci_high": hi, "n_levels": int(n_levels[k]), "n_base": n_base,
-                         "n_forks": n_forks})
-    df = finish_table(pd.DataFrame(rows), table_out, seed=seed, checkpoint=model.sha256, sort_by=["factor", "tau"],
-                      metadata={"steps": steps, "method": method, "snr": snr, "corrector": corrector,
-                                "entropy_estimator": f"plug-in entropy of K = {n_forks} fork labels"})
+            rows.append(
+                {
+                    "tau": float(tau),
+                    "factor": factor,
+                    "entropy": float(ent[:, k].mean()),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n_levels": int(n_levels[k]),
+                    "n_base": n_base,
+                    "n_forks": n_forks,
+                }
+            )
+    df = finish_table(
+        pd.DataFrame(rows),
+        table_out,
+        seed=seed,
+        checkpoint=model.sha256,
+        sort_by=["factor", "tau"],
+        metadata={
+            "steps": steps,
+            "method": method,
+            "snr": snr,
+            "corrector": corrector,
+            "entropy_estimator": f"plug-in entropy of K = {n_forks} fork labels",
+        },
+    )
     with atomic_path(strips_out) as tmp, h5py.File(tmp, "w") as f:
         f["images"] = strips
         f["taus"] = np.asarray([taus[i] for i in strip_idx], dtype=np.float64)
         f.attrs["description"] = "forks of base trajectory 0: images[i, k] = fork k from the state at taus[i]"
-    log.info("fork entropy at the first and last tau: %s",
-             df.groupby("factor")["entropy"].agg(["first", "last"]).round(3).to_dict("index"))
+    log.info(
+        "fork entropy at the first and last tau: %s",
+        df.groupby("factor")["entropy"].agg(["first", "last"]).round(3).to_dict("index"),
+    )
     return df

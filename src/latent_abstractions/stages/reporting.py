@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import pandas as pd
 
-from ..report import plots
+from ..io import write_parquet
 from ..measure.agreement import agreement_table, exact_reference
 from ..measure.emergence import MEASUREMENTS, emergence_table, factor_order
-from ..io import write_parquet
+from ..report import plots
 from ..report.html import write_report
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,13 @@ def plot_forking(forking: str, exact: str, pdf_out: str) -> None:
 
 def plot_agreement(mutual_info: str, forking: str, exact: str, exact_gaps: str, pdf_out: str) -> None:
     """The ``plot_agreement`` rule: MI and forking per factor against the exact filter and their criteria's ranges."""
-    plots.draw_agreement(pd.read_parquet(mutual_info), pd.read_parquet(forking), pd.read_parquet(exact),
-                            pd.read_parquet(exact_gaps), pdf_out)
+    plots.draw_agreement(
+        pd.read_parquet(mutual_info),
+        pd.read_parquet(forking),
+        pd.read_parquet(exact),
+        pd.read_parquet(exact_gaps),
+        pdf_out,
+    )
 
 
 def plot_training_loss(losses: dict[str, str], pdf_out: str) -> None:
@@ -50,15 +55,28 @@ def plot_samples_forks(samples: str, strips: str, pdf_out: str) -> None:
         plots.draw_samples_forks(s["images"][...], f["images"][...], f["taus"][...], pdf_out)
 
 
-def make_emergence_table(probes: str, mutual_info: str, forking: str, exact: str, table_out: str,
-                         agreement_out: str, gaps_out: str, *, layer: str, thresholds: list[float],
-                         n_bootstrap: int, seed: int) -> None:
+def make_emergence_table(
+    probes: str,
+    mutual_info: str,
+    forking: str,
+    exact: str,
+    table_out: str,
+    agreement_out: str,
+    gaps_out: str,
+    *,
+    layer: str,
+    thresholds: list[float],
+    n_bootstrap: int,
+    seed: int,
+) -> None:
     """The ``make_emergence_table`` rule: emergence times under the three measurements and the exact filter, the
     measurements' rank agreement, and each learned curve's gap to its exact reference (``gaps_out``)."""
     probe_table = pd.read_parquet(probes)
-    curves = {"probes": probe_table[probe_table["layer"] == layer],
-              "mutual_info": pd.read_parquet(mutual_info),
-              "forking": pd.read_parquet(forking)}
+    curves = {
+        "probes": probe_table[probe_table["layer"] == layer],
+        "mutual_info": pd.read_parquet(mutual_info),
+        "forking": pd.read_parquet(forking),
+    }
     exact_table = pd.read_parquet(exact)
     gaps = agreement_table(curves, exact_table, thresholds[0])
     curves["exact_filter"] = exact_reference(exact_table)
@@ -76,9 +94,22 @@ def read_caption(path: str) -> str:
     return " ".join(Path(path).read_text().split())
 
 
-def make_report(html_out: str, *, figures: dict[str, str], captions: dict[str, str], emergence: str,
-                agreement: str, exact: str, exact_gaps: str, classifier_accuracy: str, sample_scores: dict[str, str], hparams: dict[str, str],
-                benchmarks: list[str], config: dict, first_threshold: float) -> None:
+def make_report(
+    html_out: str,
+    *,
+    figures: dict[str, str],
+    captions: dict[str, str],
+    emergence: str,
+    agreement: str,
+    exact: str,
+    exact_gaps: str,
+    classifier_accuracy: str,
+    sample_scores: dict[str, str],
+    hparams: dict[str, str],
+    benchmarks: list[str],
+    config: dict,
+    first_threshold: float,
+) -> None:
     """The ``make_report`` rule: one self-contained HTML file from the declared inputs only.
 
     Args:
@@ -87,10 +118,18 @@ def make_report(html_out: str, *, figures: dict[str, str], captions: dict[str, s
         benchmarks: the benchmark files of the run's rules; config: the resolved config (shown in the report).
     """
     em = pd.read_parquet(emergence)
-    write_report(html_out, config=config, figures=figures,
-                 captions={key: read_caption(path) for key, path in captions.items()}, emergence=em,
-                 agreement=pd.read_parquet(agreement), classifier_accuracy=pd.read_parquet(classifier_accuracy),
-                 sample_scores={m: pd.read_parquet(p) for m, p in sample_scores.items()},
-                 hparams={m: json.loads(Path(p).read_text()) for m, p in hparams.items()}, benchmarks=benchmarks,
-                 orders={m: factor_order(em, m, first_threshold) for m in MEASUREMENTS},
-                 exact=pd.read_parquet(exact), exact_gaps=pd.read_parquet(exact_gaps))
+    write_report(
+        html_out,
+        config=config,
+        figures=figures,
+        captions={key: read_caption(path) for key, path in captions.items()},
+        emergence=em,
+        agreement=pd.read_parquet(agreement),
+        classifier_accuracy=pd.read_parquet(classifier_accuracy),
+        sample_scores={m: pd.read_parquet(p) for m, p in sample_scores.items()},
+        hparams={m: json.loads(Path(p).read_text()) for m, p in hparams.items()},
+        benchmarks=benchmarks,
+        orders={m: factor_order(em, m, first_threshold) for m in MEASUREMENTS},
+        exact=pd.read_parquet(exact),
+        exact_gaps=pd.read_parquet(exact_gaps),
+    )

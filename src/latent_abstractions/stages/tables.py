@@ -13,8 +13,9 @@ from ..io import write_parquet
 TIME_CONVENTION = "tau generative: 0 = noise, 1 = data"
 
 
-def finish_table(df: pd.DataFrame, path: str, *, seed: int, checkpoint: str, sort_by: Sequence[str],
-                 metadata: dict[str, Any]) -> pd.DataFrame:
+def finish_table(
+    df: pd.DataFrame, path: str, *, seed: int, checkpoint: str, sort_by: Sequence[str], metadata: dict[str, Any]
+) -> pd.DataFrame:
     """Add the ``seed`` (int64) and ``checkpoint`` (sha256) columns, sort rows stably by ``sort_by``, write.
 
     ``metadata`` goes into the Parquet schema with the time convention. Returns the written frame.

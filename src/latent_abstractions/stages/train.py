@@ -8,25 +8,27 @@ import logging
 import torch
 
 from .. import SCORE_MODELS
-from ..model.checkpoint import save_classifier, save_model
-from ..model.classifier import accuracy_table, fit_classifier
 from ..data.factors import N_LEVELS
+from ..data.shapes3d import load_shapes3d, load_split
 from ..io import write_parquet
 from ..locking import check_state_free, state_lock
-from ..rng import derive_seed
+from ..model.checkpoint import save_classifier, save_model
+from ..model.classifier import accuracy_table, fit_classifier
 from ..model.sde import VESDE, sigma_max_from_data
-from ..data.shapes3d import load_shapes3d, load_split
 from ..model.trainer import TrainSettings, data_statistics, fit_score_model
+from ..rng import derive_seed
 
 log = logging.getLogger(__name__)
-
 
 
 def train_settings(training: dict, *, label_dropout: float, seed: int) -> TrainSettings:
     """:class:`TrainSettings` from the config's ``training`` keys; ValueError naming missing or unknown keys."""
     fields = {f.name for f in dataclasses.fields(TrainSettings)} - {"label_dropout", "seed"}
-    required = {f.name for f in dataclasses.fields(TrainSettings)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(TrainSettings)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     unknown, missing = set(training) - fields, required - set(training) - {"label_dropout", "seed"}
     if unknown or missing:
         raise ValueError(f"training settings: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
@@ -43,9 +45,23 @@ def model_training(training: dict, model: str) -> dict:
     return out
 
 
-def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, loss_out: str, *, model: str,
-                      net: dict, label_dropout: float, sigma_min: float, sigma_max: float | None, training: dict,
-                      seed: int, state_dir: str, device: torch.device) -> dict:
+def train_score_model(
+    h5: str,
+    split: str,
+    model_out: str,
+    hparams_out: str,
+    loss_out: str,
+    *,
+    model: str,
+    net: dict,
+    label_dropout: float,
+    sigma_min: float,
+    sigma_max: float | None,
+    training: dict,
+    seed: int,
+    state_dir: str,
+    device: torch.device,
+) -> dict:
     """The ``train_score_model`` rule: train the unconditional or conditional model on the train split.
 
     Args:
@@ -77,43 +93,92 @@ def train_score_model(h5: str, split: str, model_out: str, hparams_out: str, los
         sigma_max = sigma_max_from_data(images[sub].float().div(255).to(device))
         log.info("sigma_max = %.4f (largest pairwise distance among %d training images)", sigma_max, len(sub))
     sde = VESDE(sigma_min, sigma_max)
-    net_kwargs = dict(img_resolution=data.resolution, nf=net["nf"], ch_mult=list(net["ch_mult"]),
-                      num_res_blocks=net["num_res_blocks"], attn_resolutions=list(net["attn_resolutions"]),
-                      dropout=net["dropout"], fourier_scale=net["fourier_scale"],
-                      n_levels=list(N_LEVELS) if cond else None)
+    net_kwargs = dict(
+        img_resolution=data.resolution,
+        nf=net["nf"],
+        ch_mult=list(net["ch_mult"]),
+        num_res_blocks=net["num_res_blocks"],
+        attn_resolutions=list(net["attn_resolutions"]),
+        dropout=net["dropout"],
+        fourier_scale=net["fourier_scale"],
+        n_levels=list(N_LEVELS) if cond else None,
+    )
     precond = net.get("precond", "none")
     if precond != "none":
         mean, std = data_statistics(images, "image")
         net_kwargs.update(precond=precond, sigma_data=std, data_mean=mean)
-        log.info("precond %s: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
-                 precond, sum(mean) / len(mean), std)
-    settings = train_settings(model_training(training, model), label_dropout=label_dropout if cond else 0.0,
-                              seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)))
+        log.info(
+            "precond %s: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
+            precond,
+            sum(mean) / len(mean),
+            std,
+        )
+    settings = train_settings(
+        model_training(training, model),
+        label_dropout=label_dropout if cond else 0.0,
+        seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)),
+    )
     with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
         trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
     n_params = sum(p.numel() for p in trained.parameters())
-    log.info("%s model: %d parameters, final loss %.4g, %.1f s", model, n_params,
-             losses["loss"].iloc[-1], info["seconds"])
-    save_model(model_out, hparams_out, trained,
-               {"net": net_kwargs, "sigma_min": sde.sigma_min, "sigma_max": sde.sigma_max, "model": model,
-                "n_params": n_params, "settings": dataclasses.asdict(settings), "resolution": data.resolution,
-                "n_train": int(len(idx)), "dataset": str(data.path), "resumed_from": info["resumed_from"]})
+    log.info(
+        "%s model: %d parameters, final loss %.4g, %.1f s", model, n_params, losses["loss"].iloc[-1], info["seconds"]
+    )
+    save_model(
+        model_out,
+        hparams_out,
+        trained,
+        {
+            "net": net_kwargs,
+            "sigma_min": sde.sigma_min,
+            "sigma_max": sde.sigma_max,
+            "model": model,
+            "n_params": n_params,
+            "settings": dataclasses.asdict(settings),
+            "resolution": data.resolution,
+            "n_train": int(len(idx)),
+            "dataset": str(data.path),
+            "resumed_from": info["resumed_from"],
+        },
+    )
     write_parquet(losses, loss_out, {"model": model, "seed": settings.seed})
     return {**info, "n_params": n_params, "sigma_max": sde.sigma_max}
 
 
-def train_classifier(h5: str, split: str, model_out: str, hparams_out: str, accuracy_out: str, *, width: int,
-                     steps: int, batch_size: int, lr: float, seed: int, device: torch.device):
+def train_classifier(
+    h5: str,
+    split: str,
+    model_out: str,
+    hparams_out: str,
+    accuracy_out: str,
+    *,
+    width: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+):
     """The ``train_classifier`` rule: fit on the train split, write held-out accuracy per factor."""
     data = load_shapes3d(h5)
     sp = load_split(split, data.n)
 
     def tensors(idx):
-        return (torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2),  # a view: no second copy
-                torch.from_numpy(data.label_indices[idx]))
+        return (
+            torch.from_numpy(data.images(idx)).permute(0, 3, 1, 2),  # a view: no second copy
+            torch.from_numpy(data.label_indices[idx]),
+        )
 
-    model = fit_classifier(*tensors(sp["train"]), [v.tolist() for v in data.levels_present], width=width,
-                           steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    model = fit_classifier(
+        *tensors(sp["train"]),
+        [v.tolist() for v in data.levels_present],
+        width=width,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+    )
     x_test, y_test = tensors(sp["test"])
     table = accuracy_table(model, x_test, y_test, list(data.n_levels_present), seed)
     log.info("held-out accuracy: %s", dict(zip(table["factor"], table["accuracy"].round(4))))
