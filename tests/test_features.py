@@ -15,6 +15,7 @@ from latent_abstractions.data.shapes3d import load_shapes3d, make_split, to_mode
 from latent_abstractions.measure.features import pool
 from latent_abstractions.model.checkpoint import save_model
 from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.precond import RawVE
 from latent_abstractions.stages.linear_probes import fit_linear_probes, load_features
 from latent_abstractions.stages.measurements import extract_features
 
@@ -27,9 +28,9 @@ def run(tmp_path_factory):
     write_synthetic(d / "data.h5", GridSpec.from_counts(8, [2, 2, 2, 1, 2, 1]), progress=False)
     make_split(16, 0.5, seed=0).to_parquet(d / "split.parquet")
     torch.manual_seed(0)
-    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
+    net = RawVE(NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()))
     model = (d / "model.pt", d / "hparams.json")
-    save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    save_model(*model, net, {**net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
     kw = dict(
         taus=TAUS,
         layers=[net.feature_names()[-1]],

@@ -9,8 +9,9 @@ import copy
 
 import torch
 
-from latent_abstractions.model.losses import dsm_loss
+from latent_abstractions.model.losses import LogUniformSigma, dsm_loss
 from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.precond import RawVE
 from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.model.sde import VESDE
 
@@ -44,11 +45,11 @@ def test_trained_score_is_close_to_the_exact_mixture_score():
     centres = colours[:, :, None, None].expand(4, 3, 8, 8).clone()
     sde = VESDE(0.3, 3.0)  # a moderate band only: the net learns it in a few steps
     torch.manual_seed(0)
-    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,))
+    net = RawVE(NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)))
     untrained = copy.deepcopy(net).eval()
     opt = torch.optim.Adam(net.parameters(), lr=8e-3)
     for _ in range(150):
-        loss = dsm_loss(net, sde, centres[torch.randint(4, (16,), generator=g)], generator=g)
+        loss = dsm_loss(net, centres[torch.randint(4, (16,), generator=g)], sampler=LogUniformSigma(sde), generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()

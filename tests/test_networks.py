@@ -1,5 +1,6 @@
-"""The NCSN++-style network: shapes, named features (same pass as forward), conditioning with null
-tokens, memory-format invariance, rebuild from hparams, FIR resampling, and the paper-scale size."""
+"""The NCSN++-style backbone: shapes, named features (same pass as forward), conditioning with null
+tokens, memory-format invariance, rebuild from hparams, FIR resampling, and the paper-scale size. The backbone
+is called with a noise conditioning value c_noise (the wrappers pass log sigma) and returns its raw output."""
 
 import json
 
@@ -8,7 +9,9 @@ import torch
 
 from latent_abstractions.data.factors import N_LEVELS
 from latent_abstractions.model.layers import FIR
+from latent_abstractions.model.losses import LogUniformSigma, dsm_loss
 from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.precond import RawVE
 from latent_abstractions.model.sde import VESDE
 
 torch.set_num_threads(1)
@@ -32,10 +35,11 @@ def _capture(net, module):
 
 def test_output_shapes_and_feature_names():
     x = torch.randn(3, 3, 8, 8)
-    sigma = torch.tensor([0.1, 1.0, 5.0])
+    sigma = torch.tensor([0.1, 1.0, 5.0]).log()
     for net in (tiny_net(), tiny_net(n_levels=N_LEVELS)):
         assert net(x, sigma).shape == x.shape
-        assert net(x, 0.5).shape == x.shape  # scalar sigma broadcasts
+        assert net(x, 0.5).shape == x.shape  # a scalar noise level broadcasts
+        torch.testing.assert_close(net(x, torch.full((3,), 0.5)), net(x, 0.5), rtol=0, atol=0)
         assert net.feature_names() == ["enc_8", "enc_4", "bottleneck", "dec_4", "dec_8"]
         feats = net.forward_features(x, sigma, net.feature_names())
         shapes = {k: tuple(v.shape) for k, v in feats.items()}
@@ -50,11 +54,13 @@ def test_output_shapes_and_feature_names():
         net.forward_features(x, sigma, ["nope"])
     with pytest.raises(ValueError, match="one value per example"):
         net(x, torch.ones(2))
+    with pytest.raises(ValueError, match="one value per example"):
+        net.forward_features(x, torch.ones(2), ["bottleneck"])
 
 
 def test_forward_features_are_the_intermediates_of_forward_and_stop_early():
     net = tiny_net()
-    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 2.0])
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([-1.2, 0.7])
     mid, h1 = _capture(net, net.mid[2])
     out_conv, h2 = _capture(net, net.norm_out)
     net(x, sigma)
@@ -66,25 +72,13 @@ def test_forward_features_are_the_intermediates_of_forward_and_stop_early():
     h1.remove()
     h2.remove()
     torch.testing.assert_close(
-        net.conv_out(torch.nn.functional.silu(net.norm_out(last))) / sigma[:, None, None, None],
-        net(x, sigma),
-        rtol=1e-6,
-        atol=1e-6,
-    )
-
-
-def test_output_is_scaled_by_one_over_sigma():
-    net = tiny_net()
-    x = torch.randn(1, 3, 8, 8)
-    head, h = _capture(net, net.conv_out)
-    s = net(x, 4.0)
-    h.remove()
-    torch.testing.assert_close(s, head[0] / 4.0)
+        net.conv_out(torch.nn.functional.silu(net.norm_out(last))), net(x, sigma), rtol=0, atol=0
+    )  # the backbone returns its last layer's output as it is
 
 
 def test_conditioning_null_tokens():
     net = tiny_net(n_levels=N_LEVELS)
-    x, sigma = torch.randn(3, 3, 8, 8), torch.tensor([0.1, 1.0, 5.0])
+    x, sigma = torch.randn(3, 3, 8, 8), torch.tensor([0.1, 1.0, 5.0]).log()
     null = torch.full((3, 6), -1)
     torch.testing.assert_close(net(x, sigma, null), net(x, sigma, None), rtol=0, atol=0)  # None == all null
     lab = torch.tensor([[1, 2, 3, 4, 1, 0]] * 3)
@@ -106,7 +100,7 @@ def test_conditioning_null_tokens():
 
 def test_channels_last_gives_the_same_scores():
     net = tiny_net(n_levels=N_LEVELS)
-    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 3.0])
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 3.0]).log()
     lab = torch.tensor([[1, 2, 3, 4, 1, 0], [0, -1, 9, -1, 3, 14]])
     ref = net(x, sigma, lab)
     net_cl = net.to(memory_format=torch.channels_last)
@@ -119,7 +113,7 @@ def test_rebuild_from_json_hparams():
     hp = json.loads(json.dumps(net.hparams))
     other = NCSNpp(**hp)
     other.load_state_dict(net.state_dict(), strict=True)  # same architecture, every key (incl. Fourier freqs)
-    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 3.0])
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 3.0]).log()
     torch.testing.assert_close(other.eval()(x, sigma), net(x, sigma), rtol=0, atol=0)
 
 
@@ -153,17 +147,15 @@ def test_labels_start_without_effect_and_learn_one():
     # zero-initialised label tables: a fresh conditional network gives s(y | phi) = s(y) exactly, as the exact
     # conditional score does wherever the image alone decides the labels; training then moves them apart
     torch.manual_seed(0)
-    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), n_levels=N_LEVELS)
-    torch.nn.init.normal_(net.conv_out.weight, std=0.1)  # a non-zero output layer, so the labels could show
+    net = RawVE(NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), n_levels=N_LEVELS))
+    torch.nn.init.normal_(net.backbone.conv_out.weight, std=0.1)  # a non-zero output layer, so the labels could show
     x, sigma = torch.randn(4, 3, 8, 8), torch.tensor([0.05, 0.5, 2.0, 8.0])
     lab = torch.tensor([[1, 2, 3, 4, 1, 0]] * 4)
     torch.testing.assert_close(net(x, sigma, lab), net(x, sigma, None), rtol=0, atol=0)
-    from latent_abstractions.model.losses import dsm_loss
-
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(0)
+    gen, sampler = torch.Generator().manual_seed(0), LogUniformSigma(VESDE(0.01, 10.0))
     for _ in range(3):  # the gradient reaches the tables once the blocks' embedding projections are non-zero
         opt.zero_grad()
-        dsm_loss(net, VESDE(0.01, 10.0), torch.rand(4, 3, 8, 8, generator=gen), lab, generator=gen).backward()
+        dsm_loss(net, torch.rand(4, 3, 8, 8, generator=gen), lab, sampler=sampler, generator=gen).backward()
         opt.step()
     assert not torch.allclose(net(x, sigma, lab), net(x, sigma, None), atol=1e-5)

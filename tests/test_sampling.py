@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.precond import RawVE
 from latent_abstractions.model.sampling import sample, time_grid
 from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.model.sde import VESDE
@@ -57,7 +58,7 @@ def test_denoise_is_tweedie_at_the_last_grid_point():
 
 def _net_score():
     torch.manual_seed(0)
-    net = NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)).eval()
+    net = RawVE(NCSNpp(8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,))).eval()
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.02)
     return get_score_fn(net, SDE)

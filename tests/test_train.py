@@ -1,6 +1,7 @@
 """Training lowers the loss and resumes bitwise on CPU; sampling writes the documented layout."""
 
 import hashlib
+import json
 
 import h5py
 import numpy as np
@@ -15,6 +16,7 @@ from latent_abstractions.model import trainer as train_mod
 from latent_abstractions.model.checkpoint import load_score_model, save_classifier, save_model
 from latent_abstractions.model.classifier import AttributeClassifier
 from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.model.precond import EDMPrecond, RawVE
 from latent_abstractions.model.sampling import generate, sample_seeds
 from latent_abstractions.model.score import get_score_fn
 from latent_abstractions.model.sde import VESDE
@@ -23,6 +25,7 @@ from latent_abstractions.stages.sample import sample_images
 
 torch.set_num_threads(1)
 NET = dict(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], n_levels=[10] * 6)
+RAW = {"name": "none"}
 
 
 def settings(steps):
@@ -51,7 +54,7 @@ def data():
 def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data, monkeypatch):
     sde = VESDE(0.01, 5.0)
     cpu = torch.device("cpu")
-    full, full_log, info = fit_score_model(*data, NET, sde, settings(12), tmp_path / "a", cpu, progress=False)
+    full, full_log, info = fit_score_model(*data, NET, RAW, sde, settings(12), tmp_path / "a", cpu, progress=False)
     assert info["resumed_from"] == 0
     # the process dies right after its checkpoint at step 9, between two log rows (later work is lost) ...
     real_save = train_mod._save_checkpoint
@@ -63,10 +66,12 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
 
     monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
+        fit_score_model(*data, NET, RAW, sde, settings(12), tmp_path / "b", cpu, progress=False)
     monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
     # ... and the same job run again resumes from step 9
-    resumed, resumed_log, info = fit_score_model(*data, NET, sde, settings(12), tmp_path / "b", cpu, progress=False)
+    resumed, resumed_log, info = fit_score_model(
+        *data, NET, RAW, sde, settings(12), tmp_path / "b", cpu, progress=False
+    )
     assert info["resumed_from"] == 9
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -76,20 +81,25 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path, data,
 
 def test_checkpoint_of_other_hyperparameters_is_not_reused(tmp_path, data):
     sde = VESDE(0.01, 5.0)
-    fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+    fit_score_model(*data, NET, RAW, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
     _, _, info = fit_score_model(
-        *data, NET, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"), progress=False
+        *data, NET, RAW, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"), progress=False
+    )
+    assert info["resumed_from"] == 0
+    edm = {"name": "edm", "sigma_data": 0.3, "data_mean": [0.5, 0.5, 0.5]}  # the same backbone, another wrapper
+    _, _, info = fit_score_model(
+        *data, NET, edm, VESDE(0.01, 6.0), settings(4), tmp_path, torch.device("cpu"), progress=False
     )
     assert info["resumed_from"] == 0
 
 
 def test_checkpoint_of_another_network_version_is_not_reused(tmp_path, data):
     sde = VESDE(0.01, 5.0)
-    fit_score_model(*data, NET, sde, settings(3), tmp_path, torch.device("cpu"), progress=False)
+    fit_score_model(*data, NET, RAW, sde, settings(3), tmp_path, torch.device("cpu"), progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("label_gate.")}  # an older layout
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if "label_gate." not in k}  # an older layout
     torch.save(ckpt, tmp_path / "checkpoint.pt")
-    _, _, info = fit_score_model(*data, NET, sde, settings(6), tmp_path, torch.device("cpu"), progress=False)
+    _, _, info = fit_score_model(*data, NET, RAW, sde, settings(6), tmp_path, torch.device("cpu"), progress=False)
     assert info["resumed_from"] == 0
 
 
@@ -99,6 +109,7 @@ def test_rejects_float_images(data):
             data[0].float(),
             None,
             NET,
+            RAW,
             VESDE(0.01, 5.0),
             settings(1),
             "/nonexistent",
@@ -120,7 +131,15 @@ def test_loss_falls_over_training(tmp_path, data):
         seed=0,
     )
     _, log, _ = fit_score_model(
-        data[0], None, {**NET, "n_levels": None}, VESDE(0.01, 5.0), s, tmp_path, torch.device("cpu"), progress=False
+        data[0],
+        None,
+        {**NET, "n_levels": None},
+        RAW,
+        VESDE(0.01, 5.0),
+        s,
+        tmp_path,
+        torch.device("cpu"),
+        progress=False,
     )
     assert list(log.columns) == ["step", "loss", "lr", "images_seen", "seconds"]
     assert log["images_seen"].iloc[-1] == 40 * 16 and log["lr"].iloc[-1] == pytest.approx(2e-3)
@@ -132,32 +151,32 @@ def test_loss_falls_over_training(tmp_path, data):
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path, data):
     sde = VESDE(0.01, 5.0)
-    fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+    fit_score_model(*data, NET, RAW, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="checkpoint.pt"):
-        fit_score_model(*data, NET, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+        fit_score_model(*data, NET, RAW, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
 
 
 def test_extending_a_finished_run_continues_it(tmp_path, data):
     sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
-    longer, _, _ = fit_score_model(*data, NET, sde, settings(10), tmp_path / "a", cpu, progress=False)
-    fit_score_model(*data, NET, sde, settings(5), tmp_path / "b", cpu, progress=False)  # ends off the cadence
-    extended, log, info = fit_score_model(*data, NET, sde, settings(10), tmp_path / "b", cpu, progress=False)
+    longer, _, _ = fit_score_model(*data, NET, RAW, sde, settings(10), tmp_path / "a", cpu, progress=False)
+    fit_score_model(*data, NET, RAW, sde, settings(5), tmp_path / "b", cpu, progress=False)  # ends off the cadence
+    extended, log, info = fit_score_model(*data, NET, RAW, sde, settings(10), tmp_path / "b", cpu, progress=False)
     assert info["resumed_from"] == 5
     for k, v in longer.state_dict().items():
         assert torch.equal(v, extended.state_dict()[k]), k
     # a checkpoint past the steps asked for is not used
-    _, _, info = fit_score_model(*data, NET, sde, settings(6), tmp_path / "b", cpu, progress=False)
+    _, _, info = fit_score_model(*data, NET, RAW, sde, settings(6), tmp_path / "b", cpu, progress=False)
     assert info["resumed_from"] == 0
 
 
 def test_sample_images_writes_the_documented_layout(tmp_path):
     torch.manual_seed(0)
-    net = NCSNpp(
-        img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], n_levels=list(N_LEVELS)
+    net = RawVE(
+        NCSNpp(img_resolution=8, nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], n_levels=list(N_LEVELS))
     )  # a conditional model, sampled unconditionally
     model = (tmp_path / "cond.pt", tmp_path / "cond.json")
-    save_model(*model, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    save_model(*model, net, {**net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
     present = [[0, 1]] * 6
     save_classifier(tmp_path / "clf.pt", tmp_path / "clf.json", AttributeClassifier(8, 4, present))
     data = (tmp_path / "data.h5", tmp_path / "split.parquet")
@@ -213,15 +232,32 @@ def test_sample_images_writes_the_documented_layout(tmp_path):
 
 def test_load_score_model_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
-    net = NCSNpp(**{**NET, "n_levels": None})
+    backbone = NCSNpp(**{**NET, "n_levels": None})
+    for p in backbone.parameters():  # non-zero everywhere, so that the loaded score depends on every weight
+        torch.nn.init.normal_(p, std=0.05)
+    img_mean = torch.rand(3 * 8 * 8, generator=torch.Generator().manual_seed(1)).tolist()
+    net = EDMPrecond(backbone, sigma_data=0.3, data_mean=img_mean).eval()
     paths = (tmp_path / "model.pt", tmp_path / "hparams.json")
-    save_model(*paths, net, {"net": net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    save_model(*paths, net, {**net.hparams, "sigma_min": 0.01, "sigma_max": 5.0})
+    # the weights file is the backbone's state_dict, keys in order, with no trace of the wrapper
+    assert list(torch.load(paths[0], weights_only=True)) == list(NCSNpp(**{**NET, "n_levels": None}).state_dict())
     loaded = load_score_model(*paths)
+    assert isinstance(loaded.net, EDMPrecond) and loaded.hparams["precond"]["name"] == "edm"
     assert not loaded.net.training and loaded.sde.sigma_max == 5.0
     assert loaded.hparams["environment"]["torch"] == torch.__version__
     assert loaded.sha256 == hashlib.sha256(paths[0].read_bytes()).hexdigest()
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, loaded.net.state_dict()[k])
+    x, sigma = torch.randn(3, 3, 8, 8), torch.tensor([0.02, 0.7, 4.0])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.net(x, sigma), net(x, sigma), rtol=0, atol=0)
+    hp = json.loads(paths[1].read_text())
+    for broken, match in (
+        ({k: v for k, v in hp.items() if k != "precond"}, "no key 'precond'"),
+        ({**hp, "precond": {"name": "vp"}}, "precond name must be one of"),
+    ):
+        paths[1].write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=f"hparams.json: .*{match}"):
+            load_score_model(*paths)
+    paths[1].write_text(json.dumps(hp))
     paths[0].write_bytes(b"garbage")
     with pytest.raises(ValueError, match="model.pt"):
         load_score_model(*paths)

@@ -1,7 +1,9 @@
 """Model files: ``model.pt`` (a state_dict) + ``hparams.json``, written atomically and loaded strictly.
 
 One loader per network kind, one return type: :class:`LoadedModel` (network, SDE, hparams, sha256 of the
-weights file), read from explicit paths, the weights file read and hashed once.
+weights file), read from explicit paths, the weights file read and hashed once. A score model's weights file is
+its backbone's state_dict; ``hparams.json`` holds the backbone's arguments (``net``) and names the noise
+parametrisation that wraps it (``precond``: ``name`` and the wrapper's arguments).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from ..io import atomic_path, write_json
 from .classifier import AttributeClassifier
-from .networks import NCSNpp
+from .precond import ScoreNetwork, build_score_network
 from .sde import VESDE
 
 
@@ -63,10 +65,11 @@ def environment_info() -> dict:
     }
 
 
-def save_model(model_path: str | Path, hparams_path: str | Path, net: torch.nn.Module, hparams: dict) -> None:
-    """Write the state_dict to ``model_path`` and ``hparams`` + the environment to ``hparams_path``, atomically."""
+def save_model(model_path: str | Path, hparams_path: str | Path, net: ScoreNetwork, hparams: dict) -> None:
+    """Write the backbone's state_dict to ``model_path`` and ``hparams`` + the environment to ``hparams_path``,
+    atomically. ``hparams`` must rebuild ``net`` (its ``net`` and ``precond`` keys, as :attr:`ScoreNetwork.hparams`)."""
     with atomic_path(model_path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        torch.save({k: v.detach().cpu() for k, v in net.backbone.state_dict().items()}, tmp)
     write_json({**hparams, "environment": environment_info()}, hparams_path)
 
 
@@ -101,18 +104,21 @@ def _load_state(net: torch.nn.Module, model_path: str | Path, what: str) -> str:
 def load_score_model(
     model_path: str | Path, hparams_path: str | Path, device: torch.device | str = "cpu"
 ) -> LoadedModel:
-    """Rebuild the NCSN++ score network from ``hparams_path`` and load ``model_path`` (EMA weights) strictly.
+    """Rebuild the score network (its ``precond`` wrapper around NCSN++) from ``hparams_path`` and load
+    ``model_path`` (the backbone's EMA weights) strictly.
 
     Raises:
         ValueError: naming the file, if either file is missing or unreadable, or they do not match each other.
     """
     hp = read_hparams(hparams_path)
     try:
-        net = NCSNpp(**hp["net"])
+        net = build_score_network(hp["net"], hp["precond"])
         sde = VESDE(hp["sigma_min"], hp["sigma_max"])
-    except (KeyError, TypeError, ValueError) as err:
+    except KeyError as err:
+        raise ValueError(f"{hparams_path}: not a score model's hyperparameters (no key {err})") from err
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{hparams_path}: not a score model's hyperparameters ({err})") from err
-    sha = _load_state(net, model_path, "score network")
+    sha = _load_state(net.backbone, model_path, "score network")
     return LoadedModel(net.to(device).eval(), sde, hp, sha)
 
 

@@ -1,93 +1,141 @@
-"""Denoising score matching for the VE SDE: noise-level sampling and weighting.
+"""Denoising score matching for the VE SDE: noise-level samplers and loss weightings.
 
-For x = x0 + sigma z, the per-example error e = sigma s(x, sigma) + z equals (D(x; sigma) - x0) / sigma with
-D = x + sigma^2 s the denoiser, since grad log p(x | x0) = -z / sigma. The loss is
-E_sigma [ w(sigma) ||e||^2 ] (summed over pixels, averaged over the batch) with
+For y = x0 + sigma z, the per-example error e = sigma s(y, sigma) + z equals (D(y; sigma) - x0) / sigma with
+D = y + sigma^2 s the denoiser, since grad log p(y | x0) = -z / sigma. The loss (:func:`dsm_loss`) is
+E_sigma [ w(sigma) ||e||^2 ] (summed over pixels, averaged over the batch), with the noise level drawn by a
+sampler and w one of the named weightings, each a function of sigma and the data's std sd:
 
-- weighting "sigma2": w = 1, Song et al.'s continuous objective with lambda(t) = sigma(t)^2, i.e. the denoiser's
+- :func:`sigma2`: w = 1, Song et al.'s continuous objective with lambda(t) = sigma(t)^2, i.e. the denoiser's
   error weighted by 1 / sigma^2;
-- weighting "edm": w = (sigma^2 + sd^2) / sd^2, i.e. Karras et al. (2022)'s lambda = (sigma^2 + sd^2) / (sigma sd)^2
-  on ||D - x0||^2. With the "edm" preconditioning (networks.py) this is exactly ||F - F_target||^2, the
-  backbone's error with unit weight at every sigma, F_target = (x0 - mu - c_skip (x - mu)) / c_out;
-- weighting "geometric": w = sqrt((sigma^2 + sd^2) / sd^2), the geometric mean of the two: on the backbone's error
-  the weight sd / sqrt(sigma^2 + sd^2) is 1 where sigma << sd (like both) and falls as 1 / sigma, not as
-  1 / sigma^2 (sigma2) or not at all (edm).
+- :func:`edm`: w = (sigma^2 + sd^2) / sd^2, i.e. Karras et al. (2022)'s lambda = (sigma^2 + sd^2) / (sigma sd)^2 on
+  ||D - x0||^2. With the EDM preconditioning (precond.py) this is exactly ||F - F_target||^2, the backbone's
+  error with unit weight at every sigma, F_target = (x0 - mu - c_skip (y - mu)) / c_out;
+- :func:`geometric`: w = sqrt((sigma^2 + sd^2) / sd^2), the geometric mean of the two: on the backbone's error the
+  weight sd / sqrt(sigma^2 + sd^2) is 1 where sigma << sd (like both) and falls as 1 / sigma, not as 1 / sigma^2
+  (sigma2) or not at all (edm).
 
-Noise levels: "log_uniform" draws t ~ U(eps, 1), i.e. log sigma uniform on the SDE's whole range (the measure the
-mutual-information integral uses); "log_normal" draws log sigma ~ N(p_mean, p_std^2) (Karras et al.), clipped to
-[sigma_min, sigma_max].
+Noise-level samplers: :class:`LogUniformSigma` draws t ~ U(eps, 1), i.e. log sigma uniform on the SDE's whole
+range (the measure the mutual-information integral uses); :class:`LogNormalSigma` draws log sigma ~
+N(p_mean, p_std^2) (Karras et al.), clipped to [sigma_min, sigma_max]. :func:`weighting` and
+:func:`sigma_sampler` turn the config's names into these objects.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import torch
 
 from .sde import VESDE
 
-WEIGHTINGS = ("sigma2", "edm", "geometric")
-SIGMA_SAMPLINGS = ("log_uniform", "log_normal")
+Weighting = Callable[[torch.Tensor, float], torch.Tensor]
 
 
-def sample_sigma(
-    sde: VESDE,
-    n: int,
-    device,
-    generator: torch.Generator | None = None,
-    sampling: str = "log_uniform",
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    eps: float = 1e-5,
-) -> torch.Tensor:
-    """``n`` training noise levels (float32, on ``device``) drawn as ``sampling`` says (module docstring)."""
-    if sampling == "log_uniform":
-        t = torch.rand(n, device=device, generator=generator) * (1 - eps) + eps
-        return sde.sigma(t).float()
-    if sampling == "log_normal":
-        log_sigma = p_mean + p_std * torch.randn(n, device=device, generator=generator)
-        return log_sigma.exp().clamp(sde.sigma_min, sde.sigma_max)
-    raise ValueError(f"sigma sampling must be one of {SIGMA_SAMPLINGS}, got {sampling!r}")
+def sigma2(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """w = 1 (Song et al.'s lambda(t) = sigma^2 on the score; ``sigma_data`` is unused)."""
+    return torch.ones_like(sigma)
+
+
+def edm(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """w = (sigma^2 + sd^2) / sd^2 (Karras et al.'s weighting; unit weight on the EDM backbone's error)."""
+    return (sigma.float() ** 2 + sigma_data**2) / sigma_data**2
+
+
+def geometric(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """w = sqrt((sigma^2 + sd^2) / sd^2), the geometric mean of :func:`sigma2` and :func:`edm`."""
+    return edm(sigma, sigma_data).sqrt()
+
+
+WEIGHTINGS: dict[str, Weighting] = {"sigma2": sigma2, "edm": edm, "geometric": geometric}
+SIGMA_SAMPLINGS = ("log_uniform", "log_normal")  # the names :func:`sigma_sampler` knows
+
+
+class SigmaSampler(Protocol):
+    def __call__(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` training noise levels, float32 on ``device``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LogUniformSigma:
+    """t ~ U(eps, 1), sigma = sde.sigma(t): log sigma uniform on [log sigma(eps), log sigma_max].
+
+    Args:
+        sde: the VE SDE.
+        eps: the smallest forward time drawn.
+    """
+
+    sde: VESDE
+    eps: float = 1e-5
+
+    def __call__(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        t = torch.rand(n, device=device, generator=generator) * (1 - self.eps) + self.eps
+        return self.sde.sigma(t).float()
+
+
+@dataclass(frozen=True)
+class LogNormalSigma:
+    """log sigma ~ N(p_mean, p_std^2), clipped to the SDE's [sigma_min, sigma_max] (Karras et al.).
+
+    Args:
+        sde: the VE SDE.
+        p_mean, p_std: mean and std of log sigma.
+    """
+
+    sde: VESDE
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    def __call__(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        log_sigma = self.p_mean + self.p_std * torch.randn(n, device=device, generator=generator)
+        return log_sigma.exp().clamp(self.sde.sigma_min, self.sde.sigma_max)
+
+
+def weighting(name: str) -> Weighting:
+    """The weighting the config calls ``name`` (a key of :data:`WEIGHTINGS`)."""
+    if name not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {name!r}")
+    return WEIGHTINGS[name]
+
+
+def sigma_sampler(name: str, sde: VESDE, *, p_mean: float, p_std: float) -> SigmaSampler:
+    """The noise-level sampler the config calls ``name`` (one of :data:`SIGMA_SAMPLINGS`; log_normal: p_mean, p_std)."""
+    if name == "log_uniform":
+        return LogUniformSigma(sde)
+    if name == "log_normal":
+        return LogNormalSigma(sde, p_mean, p_std)
+    raise ValueError(f"sigma sampling must be one of {list(SIGMA_SAMPLINGS)}, got {name!r}")
 
 
 def dsm_loss(
     net: torch.nn.Module,
-    sde: VESDE,
     x0: torch.Tensor,
     labels: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    eps: float = 1e-5,
-    weighting: str = "sigma2",
+    *,
+    sampler: SigmaSampler,
+    weighting: Weighting = sigma2,
     sigma_data: float = 0.5,
-    sampling: str = "log_uniform",
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mean over the batch of w(sigma) || sigma * s(x0 + sigma z, sigma) + z ||^2 (summed over pixels).
 
     Args:
-        net: score network ``net(x, sigma, labels)``.
-        sde: the VE SDE.
+        net: score network ``net(y, sigma, labels)``.
         x0: clean images (B, C, H, W).
         labels: (B, 6) conditioning labels (-1 = null) or None.
-        generator: RNG for sigma and z (for reproducible, resumable training).
-        eps: smallest forward time sampled (log_uniform).
-        weighting: "sigma2" (w = 1), "edm" (w = (sigma^2 + sigma_data^2) / sigma_data^2) or "geometric"
-            (the square root of edm's w); module docstring.
-        sigma_data: the data's std (weighting "edm").
-        sampling, p_mean, p_std: noise-level distribution (:func:`sample_sigma`).
+        sampler: draws the noise levels (:class:`LogUniformSigma`, :class:`LogNormalSigma`).
+        weighting: w(sigma, sigma_data) (:func:`sigma2`, :func:`edm`, :func:`geometric`).
+        sigma_data: the data's std, passed to the weighting.
+        generator: RNG for sigma, then z (for reproducible, resumable training).
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    b = x0.shape[0]
-    sigma = sample_sigma(sde, b, x0.device, generator, sampling, p_mean, p_std, eps)
+    sigma = sampler(x0.shape[0], x0.device, generator)
     z = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-    x = x0 + sigma[:, None, None, None] * z
-    score = net(x, sigma, labels)
+    y = x0 + sigma[:, None, None, None] * z
+    score = net(y, sigma, labels)
     err = sigma[:, None, None, None] * score.float() + z
     per_example = err.pow(2).flatten(1).sum(1)
-    if weighting != "sigma2":
-        w = (sigma.float() ** 2 + sigma_data**2) / sigma_data**2  # edm's; geometric takes its square root
-        per_example = per_example * (w if weighting == "edm" else w.sqrt())
-    return per_example.mean()
+    return (per_example * weighting(sigma, sigma_data)).mean()
 
 
 def drop_labels(labels: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:

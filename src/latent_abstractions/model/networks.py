@@ -1,25 +1,16 @@
-"""An NCSN++-style U-Net in pure PyTorch (after Song et al., 2021), written for this project.
+"""The NCSN++-style backbone in pure PyTorch (after Song et al., 2021), written for this project.
 
 BigGAN-style residual blocks with noise-embedding injection and skip rescaling, a Gaussian Fourier
-embedding of log(sigma), self-attention at configured resolutions, FIR (1, 3, 3, 1) resampling inside the
-residual blocks (the filter is a buffer built once), and optional conditioning on the six Shapes3D factors
-(one embedding table per factor with a null token, zero-initialised so that s(y | phi) = s(y) until training
-moves them apart, and scaled per channel by a learned function of the noise level, so that the labels can
-matter at large sigma and be ignored at small sigma, where the image alone decides them). The network always
-returns the score; how the backbone's output F becomes the score is the noise parametrisation (``precond``),
-kept apart from the backbone:
+embedding of the noise conditioning value, self-attention at configured resolutions, FIR (1, 3, 3, 1)
+resampling inside the residual blocks (the filter is a buffer built once), and optional conditioning on the six
+Shapes3D factors (one embedding table per factor with a null token, zero-initialised so that s(y | phi) = s(y)
+until training moves them apart, and scaled per channel by a learned function of the noise level, so that the
+labels can matter at large sigma and be ignored at small sigma, where the image alone decides them).
 
-- ``"none"``: NCSN++'s ``scale_by_sigma``, s = F(y, sigma) / sigma (Song et al. 2021; config/paper.yaml).
-- ``"edm"``: Karras et al. (2022)'s preconditioning of the same VE SDE, the denoiser
-  D(y; sigma) = mu + c_skip (y - mu) + c_out F(c_in (y - mu), log sigma) with c_skip = sd^2 / (sigma^2 + sd^2),
-  c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), sd = ``sigma_data`` the data's std
-  and mu = ``data_mean`` its per-channel mean (our images are not centred). The score is
-  (D - y) / sigma^2 = -(y - mu) / (sigma^2 + sd^2) + c_out F / sigma^2. With F = 0 this is the exact score of
-  Gaussian data N(mu, sd^2 I), so at large sigma (where every data law looks Gaussian) the backbone's target
-  is small and bounded; with ``"none"`` it must output exactly -z there.
-
-Named intermediate feature maps (``feature_names`` / ``forward_features``) are the explicit API that the
-linear probes use.
+The backbone maps an (already scaled) input and a noise conditioning value to its raw output F, as EDM's
+``SongUNet`` does; how F becomes a score or a denoiser is the noise parametrisation, a wrapper around it
+(``precond.py``). Named intermediate feature maps (``feature_names`` / ``forward_features``) are the explicit API
+that the linear probes use.
 """
 
 from __future__ import annotations
@@ -34,7 +25,7 @@ from .layers import FIR, Attention, FourierEmbedding, ResBlock, group_count
 
 
 class NCSNpp(nn.Module):
-    """NCSN++-style score network s(x, sigma[, labels]).
+    """NCSN++-style backbone F(x, c_noise[, labels]).
 
     Args:
         img_resolution: input side (square images).
@@ -49,10 +40,6 @@ class NCSNpp(nn.Module):
             indices, -1 meaning "not given" (the null token).
         skip_rescale: divide residual sums by sqrt(2).
         resample_filter: FIR taps for up/down-sampling.
-        precond: noise parametrisation, "none" (score = F / sigma) or "edm" (see the module docstring).
-        sigma_data: the data's standard deviation (precond "edm").
-        data_mean: the data's mean (precond "edm"; None: zeros): ``in_channels`` values (per channel) or
-            ``in_channels * img_resolution**2`` values (the mean image, channel-major).
     """
 
     def __init__(
@@ -68,21 +55,8 @@ class NCSNpp(nn.Module):
         n_levels: Sequence[int] | None = None,
         skip_rescale: bool = True,
         resample_filter: Sequence[float] = (1, 3, 3, 1),
-        precond: str = "none",
-        sigma_data: float = 0.5,
-        data_mean: Sequence[float] | None = None,
     ):
         super().__init__()
-        if precond not in ("none", "edm"):
-            raise ValueError(f"precond must be 'none' or 'edm', got {precond!r}")
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        n_img = in_channels * img_resolution**2
-        if data_mean is not None and len(data_mean) not in (in_channels, n_img):
-            raise ValueError(
-                f"data_mean needs {in_channels} values (one per channel) or {n_img} (the mean image), "
-                f"got {len(data_mean)}"
-            )
         if img_resolution % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{len(ch_mult) - 1}")
         self.hparams = dict(
@@ -98,16 +72,6 @@ class NCSNpp(nn.Module):
             skip_rescale=skip_rescale,
             resample_filter=list(resample_filter),
         )
-        if precond != "none":  # the raw parametrisation keeps its original hparams (older model files load)
-            self.hparams.update(
-                precond=precond,
-                sigma_data=float(sigma_data),
-                data_mean=[float(m) for m in data_mean] if data_mean is not None else None,
-            )
-        self.precond, self.sigma_data = precond, float(sigma_data)
-        mean = torch.tensor([float(m) for m in data_mean] if data_mean is not None else [0.0] * in_channels)
-        shape = (1, in_channels, img_resolution, img_resolution) if len(mean) == n_img else (1, in_channels, 1, 1)
-        self.register_buffer("data_mean", mean.reshape(shape), persistent=False)
         emb_dim = 4 * nf
         self.fourier = FourierEmbedding(2 * nf, fourier_scale)
         self.emb0 = nn.Linear(2 * nf, emb_dim)
@@ -173,17 +137,18 @@ class NCSNpp(nn.Module):
         dec = [m.feature_name for m in self.up if hasattr(m, "feature_name")]
         return enc + ["bottleneck"] + dec
 
-    def _embedding(self, sigma: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        if sigma.numel() not in (1, batch):
+    def _embedding(self, c_noise: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if c_noise.numel() not in (1, batch):
             raise ValueError(
-                f"sigma must be a scalar or have one value per example ({batch}), got shape {tuple(sigma.shape)}"
+                f"the noise level must be a scalar or have one value per example ({batch}), "
+                f"got shape {tuple(c_noise.shape)}"
             )
-        sigma = sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma.reshape(-1)
-        noise = self.fourier(sigma.log())
+        c_noise = c_noise.reshape(-1).expand(batch) if c_noise.numel() == 1 else c_noise.reshape(-1)
+        noise = self.fourier(c_noise)
         emb = self.emb0(noise)
         if self.label_emb is not None:
             if labels is None:
-                labels = torch.full((batch, len(self.label_emb)), -1, dtype=torch.long, device=sigma.device)
+                labels = torch.full((batch, len(self.label_emb)), -1, dtype=torch.long, device=c_noise.device)
             if labels.ndim != 2 or labels.shape != (batch, len(self.label_emb)):
                 raise ValueError(
                     f"labels must be (batch={batch}, {len(self.label_emb)}) level indices "
@@ -196,7 +161,7 @@ class NCSNpp(nn.Module):
             raise ValueError("labels given to an unconditional network")
         return self.emb1(F.silu(emb))
 
-    def _run(self, x, sigma, labels, want: set[str] | None):
+    def _run(self, x, c_noise, labels, want: set[str] | None):
         """Shared forward pass; with ``want``, returns the named maps as soon as all are computed."""
         feats: dict[str, torch.Tensor] = {}
 
@@ -205,14 +170,9 @@ class NCSNpp(nn.Module):
                 feats[name] = h
             return want is not None and want <= feats.keys()
 
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
-        emb = F.silu(self._embedding(sigma, labels, x.shape[0]))
-        sig = sigma.reshape(-1, 1, 1, 1) if sigma.numel() > 1 else sigma
-        if self.precond == "edm":
-            centred = x - self.data_mean.to(x.dtype)
-            h = self.conv_in(centred * (sig**2 + self.sigma_data**2).rsqrt().to(x.dtype))
-        else:
-            h = self.conv_in(x)
+        c_noise = torch.as_tensor(c_noise, device=x.device, dtype=torch.float32)
+        emb = F.silu(self._embedding(c_noise, labels, x.shape[0]))
+        h = self.conv_in(x)
         hs = [h]
         for m in self.down:
             if isinstance(m, Attention):
@@ -235,36 +195,31 @@ class NCSNpp(nn.Module):
                 h = m(torch.cat([h, hs.pop()], dim=1), emb)
             if hasattr(m, "feature_name") and keep(m.feature_name, h):
                 return feats
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        if self.precond == "edm":  # (D - y) / sigma^2, written without the cancellation of D - y
-            var = sig**2 + self.sigma_data**2
-            c_out_over_s2 = self.sigma_data / (sig * var.sqrt())
-            return -centred.float() / var + c_out_over_s2 * out.float()
-        return out / sig.to(out.dtype)
+        return self.conv_out(F.silu(self.norm_out(h)))
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Score estimate s(x, sigma) ~ grad_x log p_sigma(x).
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor | float, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The raw output F(x, c_noise[, labels]).
 
         Args:
-            x: noisy images (B, C, H, W) (any memory format).
-            sigma: noise std, a float, a 0-d or a (B,) tensor.
+            x: the (already scaled) input (B, C, H, W) (any memory format).
+            c_noise: the noise conditioning value (both parametrisations pass log sigma), a float, a 0-d or a
+                (B,) tensor.
             labels: conditional networks only: (B, n_factors) official level indices, -1 = null (that
                 factor not given); None = all null. Unconditional networks accept None or all -1.
 
         Returns:
-            (B, C, H, W): the score; precond "none": the last layer's output divided by sigma; "edm":
-            (D(y; sigma) - y) / sigma^2 (module docstring).
+            (B, C, H, W): the last layer's output, in the autocast dtype if autocast is on.
         """
-        return self._run(x, sigma, labels, None)
-
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The denoiser D(y; sigma) = y + sigma^2 s(y, sigma) (Tweedie's E[x_0 | y]), for any ``precond``."""
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
-        sig = sigma.reshape(-1, 1, 1, 1) if sigma.numel() > 1 else sigma
-        return x.float() + sig**2 * self(x, sigma, labels).float()
+        return self._run(x, c_noise, labels, None)
 
     def forward_features(
-        self, x: torch.Tensor, sigma: torch.Tensor | float, names: Sequence[str], labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor | float,
+        names: Sequence[str],
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named intermediate feature maps, computed by the same pass as :meth:`forward`.
 
@@ -274,7 +229,7 @@ class NCSNpp(nn.Module):
         requested map is computed.
 
         Args:
-            x, sigma, labels: as for :meth:`forward`.
+            x, c_noise, labels: as for :meth:`forward`.
             names: a subset of :meth:`feature_names`.
 
         Returns:
@@ -283,4 +238,4 @@ class NCSNpp(nn.Module):
         unknown = set(names) - set(self.feature_names())
         if unknown:
             raise KeyError(f"unknown feature maps {sorted(unknown)}; available: {self.feature_names()}")
-        return self._run(x, sigma, labels, set(names))
+        return self._run(x, c_noise, labels, set(names))

@@ -15,7 +15,7 @@ def get_score_fn(net: torch.nn.Module, sde: VESDE) -> ScoreFn:
     """Return ``score(x, t, labels=None)``: the network's score at sigma = sde.sigma(t).
 
     Args:
-        net: a network called as ``net(x, sigma, labels)`` that returns the score (NCSN++ scales by 1/sigma).
+        net: a score network ``net(x, sigma, labels)`` (a ``precond`` wrapper around the backbone).
         sde: the VE SDE giving sigma(t).
 
     Returns:

@@ -70,8 +70,9 @@ def train_score_model(
         model: "uncond" or "cond" (conditioned on all six factors, each dropped with ``label_dropout``,
             which the unconditional model ignores).
         net: NCSN++ widths (nf, ch_mult, num_res_blocks, attn_resolutions, dropout, fourier_scale) and its noise
-            parametrisation ``precond`` ("none": output / sigma; "edm": c_in/c_skip/c_out around the training
-            images' per-channel mean and std, measured here and stored in the hyperparameters).
+            parametrisation ``precond`` (``model.precond``: "none": output / sigma; "edm": c_in/c_skip/c_out around
+            the training images' mean image and their std about it, measured here and stored in the
+            hyperparameters).
         sigma_min, sigma_max: the VE SDE (sigma_max None: the largest pairwise distance in the training images).
         training: the optimisation settings (fields of :class:`TrainSettings`, and ``sigma_sampling_cond``:
             :func:`model_training`).
@@ -103,13 +104,12 @@ def train_score_model(
         fourier_scale=net["fourier_scale"],
         n_levels=list(N_LEVELS) if cond else None,
     )
-    precond = net.get("precond", "none")
-    if precond != "none":
+    precond = {"name": net["precond"]}
+    if precond["name"] == "edm":
         mean, std = data_statistics(images, "image")
-        net_kwargs.update(precond=precond, sigma_data=std, data_mean=mean)
+        precond.update(sigma_data=std, data_mean=mean)
         log.info(
-            "precond %s: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
-            precond,
+            "precond edm: the training images' mean image (mean %.4f) and std about it, sigma_data %.4f",
             sum(mean) / len(mean),
             std,
         )
@@ -119,7 +119,7 @@ def train_score_model(
         seed=derive_seed(seed, "score_model", SCORE_MODELS.index(model)),
     )
     with state_lock(state_dir):  # one trainer per state directory (an orphaned one keeps it until it ends)
-        trained, losses, info = fit_score_model(images, labels, net_kwargs, sde, settings, state_dir, device)
+        trained, losses, info = fit_score_model(images, labels, net_kwargs, precond, sde, settings, state_dir, device)
     n_params = sum(p.numel() for p in trained.parameters())
     log.info(
         "%s model: %d parameters, final loss %.4g, %.1f s", model, n_params, losses["loss"].iloc[-1], info["seconds"]
@@ -130,6 +130,7 @@ def train_score_model(
         trained,
         {
             "net": net_kwargs,
+            "precond": precond,
             "sigma_min": sde.sigma_min,
             "sigma_max": sde.sigma_max,
             "model": model,
