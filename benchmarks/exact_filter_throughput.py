@@ -1,12 +1,13 @@
 """The exact filter on the full Shapes3D grid: wall time, throughput, achieved GFLOP/s vs this machine's GEMM peak.
 
-    nice -n 10 .venv/bin/python benchmarks/exact_filter.py /tmp/3dshapes_64.h5 --out /tmp/exact_full
+    nice -n 10 .venv/bin/python benchmarks/exact_filter_throughput.py /tmp/3dshapes_64.h5 --out /tmp/exact_full
 
-Renders the full 480,000-image 64x64 grid to the given path first if the file does not exist (~1.5 min), then
-runs the exact filter (all images, ``--n-samples`` query states, the default config's tau grid) streaming the
-HDF5 in chunks, and prints: wall time, query samples/s, the GFLOP/s achieved by the filter's float64 GEMM work
-next to the float64 GEMM peak measured in this same run (a large matmul of the filter's shape, before and after),
-peak RSS and the load average. Writes the table (``exact_filter_full.parquet``) to ``--out``.
+Renders the full 480,000-image 64x64 grid to the given path first if the file does not exist, then runs the exact
+filter (all images, ``--n-samples`` query states, the default config's tau grid) streaming the HDF5 in chunks, and
+prints: wall time, query samples/s, the GFLOP/s achieved by the filter's float64 GEMM work next to the float64 GEMM
+peak measured in this same run (a large matmul of the filter's shape, before and after), peak RSS and the load
+average. Writes the table (``exact_filter_full.parquet``) to ``--out``: docs/exact_filter.md gives what it shows,
+docs/benchmarks.md the measured timings.
 
 sigma_max: the largest pairwise distance among a seeded random subset of ``--sigma-pairs-images`` images (the
 workflow takes it from the trained model; the paper config estimates it on 8,192 training images), or

@@ -2,7 +2,8 @@
 
     nice -n 19 .venv/bin/python benchmarks/render_full_grid.py /tmp/3dshapes_synthetic.h5 [--resolution 64]
 
-Also prints the peak resident memory, to show the grid is streamed rather than held in memory.
+Also prints the peak resident memory, to show the grid is streamed rather than held in memory. Measured numbers:
+docs/benchmarks.md.
 """
 
 import argparse

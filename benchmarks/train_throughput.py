@@ -3,15 +3,12 @@
 Runs the production training loop (``model.trainer.fit_score_model``: bf16 autocast, channels_last, fused Adam,
 fused EMA, data on the GPU, no host syncs between log points) on random uint8 data and times the steps
 after warm-up (and compilation). FLOPs per training image are counted with torch.utils.flop_counter on
-one forward + backward pass.
+one forward + backward pass; MFU is against ``--peak-tflops``.
 
-    PYTHONPATH=src python3 benchmarks/train_throughput.py --config config/paper.yaml --batch-size 128 --steps 200
-    PYTHONPATH=src python3 benchmarks/train_throughput.py --config config/paper.yaml --batch-size 128 --steps 300 \
-        --warmup 60 --compile
+    .venv/bin/python benchmarks/train_throughput.py --config config/paper.yaml --batch-size 128 --steps 200
+    .venv/bin/python benchmarks/train_throughput.py --batch-size 128 --steps 300 --warmup 60 --compile
 
-Targets on one H100 for the paper architecture (62.9M parameters, 254 GFLOP per training image counted
-here): >= 880 images/s and >= 30% MFU of 759 TFLOP/s (880 images/s is 29% MFU at this count; the reference
-implementation was quoted at 353 images/s, 589 with torch.compile).
+Targets and measured numbers: docs/benchmarks.md.
 """
 
 import argparse

@@ -2,25 +2,19 @@
 
 D(y; sigma) = y + sigma^2 s(y, sigma) is the model's estimate of E[x_0 | y]. A usable model beats the
 dataset-mean image at large sigma (where the exact denoiser tends to it) and the identity D = y at small sigma
-(where the exact denoiser tends to y); the loss curve alone does not show either.
+(where the exact denoiser tends to y); the loss curve alone does not show either. Prints, per sigma, the per-pixel
+MSE on the [0, 1] scale of a seeded subset of held-out images for the model and both baselines.
 
-    PYTHONPATH=src python3 benchmarks/denoiser_mse.py results/default/models/uncond \
-        results/default/data/shapes3d.h5 results/default/data/split.parquet
-
-With ``--exact`` a fourth column gives the exact denoiser of the training images (exact_filter.exact_score_fn: the
+With ``--exact`` a column gives the exact denoiser of the training images (exact_filter.exact_score_fn: the
 posterior mean over the training split, what the model is trained to approximate; held-out images are not in it,
-so at small sigma it snaps them to their nearest training image and its MSE stays at ~0.0025 there).
+so at small sigma it snaps them to their nearest training image and its error stays at that distance).
 
-Measured on the default 24x24 run (precond edm, geometric weighting, Fourier scale 1, 1,300 steps x 32 images at
-lr 0.002; noise levels log-normal(0, 1.5) for uncond, log-uniform for cond), 256 held-out images (seed 0),
-per-pixel MSE on the [0, 1] scale:
-    sigma                   0.05    0.2     0.5     1      2      5      10     25
-    uncond                  0.0004  0.0016  0.0035  0.0057 0.0125 0.0543 0.1002 0.1337
-    uncond, log-uniform     0.0003  0.0020  0.0050  0.0083 0.0162 0.0568 0.1007 0.1291
-    cond (all labels null)  0.0003  0.0019  0.0050  0.0082 0.0161 0.0594 0.1009 0.1277
-    exact (training split)  0.0025  0.0025  0.0026  0.0033 0.0073 0.0364 0.0857 0.1196
-    mean image 0.1256; identity sigma^2.
-Before (issue 10: precond none, 600 steps at lr 0.001, Fourier scale 16): 0.92 at sigma 5 and 24.2 at sigma 25.
+Run from the repository root on a finished run (a score model's directory, the dataset, the split):
+
+    r=results/default
+    .venv/bin/python -m diagnostics.denoiser_mse $r/models/uncond $r/data/shapes3d.h5 $r/data/split.parquet --exact
+
+Measured results: docs/learned_vs_exact.md.
 """
 
 import argparse

@@ -1,8 +1,11 @@
-"""Figure and Markdown table of a full-grid exact-filter result (the output of benchmarks/exact_filter_throughput.py).
+"""Figure and Markdown tables of a full-grid exact-filter table (the output of benchmarks/exact_filter_throughput.py).
 
-    .venv/bin/python benchmarks/exact_filter_docs.py /tmp/exact_full/exact_filter_full.parquet docs/exact_filter.png
+Draws the exact MI, Bayes accuracy and forking curves to the given figure and prints two tables for
+docs/exact_filter.md: per factor, in the order the exact filter commits them, the tau at which its exact MI covers
+50% and 90% of its range (and the Bayes accuracy 50%), I(Y_0), log L and the largest MI standard error; then the
+exact MI per tau and factor. Run from the repository root:
 
-Prints the table (factors in the order the exact filter commits them) for docs/exact_filter.md.
+    .venv/bin/python -m diagnostics.exact_filter_docs /tmp/exact_full/exact_filter_full.parquet docs/exact_filter.png
 """
 
 import argparse

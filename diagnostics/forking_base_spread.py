@@ -2,19 +2,15 @@
 
 At tau = 0 a fork starts from the prior, so with the exact score every fork's label is an independent draw from
 the data's level marginal (uniform on the complete grid), and the learned curve's value there is the mean over
-n_base paths of the normalised plug-in entropy of K labels. The issue's target asks it to lie within 0.1 of the
+n_base paths of the normalised plug-in entropy of K labels. The forking criterion asks it to lie within 0.1 of the
 exact filter's finite-K reference (the expectation of that same estimator). This script simulates the measurement
 for a perfect model, with the run's levels and K (read from its tables/forking.parquet), and prints per factor
-the spread of the mean and the probability of missing by more than 0.1, for several n_base.
+the spread of the mean and the probability of missing by more than 0.1, for several n_base. Run from the
+repository root after a run's forking:
 
-    PYTHONPATH=src python3 benchmarks/forking_base_spread.py results/default
+    .venv/bin/python -m diagnostics.forking_base_spread results/default [--n-base 6 12 24]
 
-Measured (default run: levels 4, 4, 4, 4, 4, 5; K = 6; 20,000 simulated runs per count, 26 s):
-    n_base   sd (4 / 5 levels)   P(miss > 0.1) (4 / 5 levels)   P(all six within)
-         6       0.063 / 0.057          0.112-0.117 / 0.072               0.50
-        12       0.045 / 0.040          0.024-0.025 / 0.012               0.87
-        24       0.032 / 0.029          0.001-0.002 / 0.001               0.99
-At 6 bases (the default before) a perfect model met the tau = 0 target in half the runs; the default is now 12.
+Measured results: docs/learned_vs_exact.md.
 """
 
 import argparse
@@ -31,7 +27,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("results", help="a run's results directory (results/<run_name>) after run_forking")
 parser.add_argument("--n-base", type=int, nargs="+", default=[6, 12, 24], help="base-path counts to simulate")
 parser.add_argument("--runs", type=int, default=20_000, help="simulated measurements per count")
-parser.add_argument("--tolerance", type=float, default=0.1, help="the issue's tau = 0 tolerance")
+parser.add_argument("--tolerance", type=float, default=0.1, help="the forking criterion's tau = 0 tolerance")
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 

@@ -2,34 +2,19 @@
 
 Reruns a run's forking measurement exactly (forking.fork_labels with the run's tau grid, sampler, steps, corrector
 flag, seed, K, base paths and attribute classifier, read from its tables; the entropies are checked equal to
-tables/forking.parquet) and keeps every fork's final image. For each tau >= --min-tau (generative time: 0 = noise,
-1 = data) and factor it counts the base paths whose K forks the classifier labels differently, and for those bases
-reports how far apart their forks' images are (median over bases of the mean pairwise RMS pixel distance, 0-1
-scale), the classifier's mean top probability on those forks, whether labelling by the nearest dataset image (the
-exact filter's label of a grid image) splits them as well, and the forks' median distance to that nearest image
-(off the grid: real held-out images are ~0.04 from their nearest training image).
+tables/forking.parquet) and keeps every fork's final image. For each tau >= --min-tau and factor it counts the base
+paths whose K forks the classifier labels differently, and for those bases reports how far apart their forks'
+images are (median over bases of the mean pairwise RMS pixel distance, 0-1 scale), the classifier's mean top
+probability on those forks, whether labelling by the nearest dataset image (the exact filter's label of a grid
+image) splits them as well, and the forks' median distance to that nearest image (how far off the grid they are).
 
 A second table gives the whole curve with both labellers against the exact filter's K-fork reference and the 95%
-range of the measurement on the exact law (tables/exact_filter.parquet, entropy_k_low .. entropy_k_high).
+range of the measurement on the exact law (tables/exact_filter.parquet, entropy_k_low .. entropy_k_high). Run from
+the repository root after a run's forking and exact filter:
 
-    PYTHONPATH=src python3 benchmarks/forking_late_disagreement.py results/default [--min-tau 0.5]
+    .venv/bin/python -m diagnostics.forking_late_disagreement results/default [--min-tau 0.5]
 
-Measured on the default run of e10c3ec (12 bases, K = 6, 50 predictor steps; 80 s on one thread). Bases split by the
-classifier / of those also split by the nearest image; median fork-to-fork RMS in split bases / in all bases; top
-probability on split forks; the forks' median distance to their nearest grid image:
-    tau 0.45  scale 12/11, shape 11/9, orientation 11/11   RMS 0.076-0.077 / 0.076   top p 0.89-0.91   nn 0.080-0.083
-    tau 0.64  scale 8/5, shape 6/4, orientation 9/5        RMS 0.043-0.044 / 0.044   top p 0.87-0.88   nn 0.075-0.082
-    tau 0.73  scale 8/4, shape 6/2, orientation 5/1        RMS 0.034-0.035 / 0.034   top p 0.81-0.85   nn 0.075-0.086
-    tau 0.82  scale 8/1, shape 3/1, orientation 4/3        RMS 0.025 / 0.025         top p 0.74-0.80   nn 0.081-0.157
-Late on the path the forks of a split base are as close to each other as any (0.025-0.034 RMS, below the 0.044 at
-which a real held-out image sits from its nearest training image): the path has decided the image, not its label.
-The classifier is unsure on them (top probability 0.74-0.85 against 0.999 on real images) and the images sit
-0.08 from the grid, between levels of the geometry. Labelling by the nearest grid image does not remove it: its
-curve is inside the reference's range at floor 11, wall 7, object 8, scale 6, shape 4, orientation 5 of 12 taus
-(classifier: 11, 12, 7, 5, 3, 3), with 0.07-0.16 of the geometry still undecided at tau 0.73-0.82, and it splits the
-wall hue where the classifier does not (0.04-0.11 at tau 0.36-0.64). So the late forking gap is the network's
-off-grid geometry, which any labeller must cut somewhere; it is not the classifier's alone, and a different
-labeller is not a fix.
+Measured results: docs/learned_vs_exact.md.
 """
 
 import argparse

@@ -2,7 +2,7 @@ r"""A noise-conditional classifier q(phi | y, sigma) and the score gap of the cl
 
 Song et al. (2021, "controllable generation") build the conditional score of a VE SDE from the unconditional
 one and a classifier trained on noised images: s(y, t | phi) = s(y, t) + grad_y log q(phi | y, sigma(t)). For
-that conditional model the score gap in the MI integrand (:mod:`latent_abstractions.mutual_info`) is the
+that conditional model the score gap in the MI integrand (:mod:`latent_abstractions.measure.mutual_info`) is the
 classifier's input gradient alone,
 
     s(y, t | phi_k) - s(y, t) = grad_y log q(phi_k | y, sigma(t)),

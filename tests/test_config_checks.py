@@ -1,5 +1,5 @@
-"""Config checks before any job runs (issue 13, items 1, 4, 5): typed command-line overrides, one short line per
-problem, and the pre-flight checks the schema cannot express."""
+"""Config checks before any job runs: typed command-line overrides, one short line per problem, and the
+pre-flight checks the schema cannot express."""
 
 import copy
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Every snakemake command in the documentation dry-runs (issue 13, item 2): the docs cannot rot.
+"""Every snakemake command in the documentation dry-runs: the docs cannot rot.
 
 Commands are taken from fenced code blocks (continuation lines joined, comments dropped, pipes and ``&&`` split)
 and from inline code spans that start with ``snakemake`` in README.md, docs/*.md and profiles/README.md. Each

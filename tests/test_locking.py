@@ -1,4 +1,4 @@
-"""One trainer per state directory (issue 13, item 6), tested with real processes."""
+"""One trainer per state directory, tested with real processes."""
 
 import os
 import signal
@@ -101,7 +101,7 @@ def test_a_second_trainer_stops_before_touching_the_state(tmp_path):
 
 @pytest.mark.slow  # 65 s on 2 loaded cores; test_a_second_trainer_stops_before_touching_the_state covers the lock
 def test_orphaned_trainer_of_a_killed_snakemake_blocks_the_rerun(tmp_path):
-    """The issue's scenario: Snakemake is killed, its training job lives on; after --unlock a rerun's trainer
+    """Snakemake is killed, its training job lives on; after --unlock a rerun's trainer
     must fail at once instead of writing the same state directory."""
     import time
 

@@ -1,5 +1,4 @@
-"""A user's file may be any subset of the official grid in any order; degenerate labels fail or are reported
-(issue 13, items 7 and 8)."""
+"""A user's file may be any subset of the official grid in any order; degenerate labels fail or are reported."""
 
 import logging
 
