@@ -18,8 +18,8 @@ kept apart from the backbone:
   Gaussian data N(mu, sd^2 I), so at large sigma (where every data law looks Gaussian) the backbone's target
   is small and bounded; with ``"none"`` it must output exactly -z there.
 
-Named intermediate feature maps (``feature_names`` / ``forward_features``) are the explicit API that the
-linear probes use.
+Named intermediate feature maps (``feature_names`` / ``forward_features``, named by ``feature_maps.py``) are the
+explicit API that the linear probes use.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .feature_maps import BOTTLENECK, decoder_map, encoder_map
 from .layers import FIR, Attention, FourierEmbedding, ResBlock, group_count
 
 
@@ -140,7 +141,7 @@ class NCSNpp(nn.Module):
                 skips.append(ch)
                 if res in attn_resolutions:
                     self.down.append(Attention(ch, skip_rescale))
-            self._mark_last(self.down, f"enc_{res}")
+            self._mark_last(self.down, encoder_map(res))
             if level < len(ch_mult) - 1:
                 self.down.append(ResBlock(ch, ch, resample="down", **block))
                 skips.append(ch)
@@ -154,7 +155,7 @@ class NCSNpp(nn.Module):
                 ch = out
                 if res in attn_resolutions:
                     self.up.append(Attention(ch, skip_rescale))
-            self._mark_last(self.up, f"dec_{res}")
+            self._mark_last(self.up, decoder_map(res))
             if level > 0:
                 self.up.append(ResBlock(ch, ch, resample="up", **block))
                 res *= 2
@@ -171,7 +172,7 @@ class NCSNpp(nn.Module):
         """Names of the feature maps ``forward_features`` can return, input to output."""
         enc = [m.feature_name for m in self.down if hasattr(m, "feature_name")]
         dec = [m.feature_name for m in self.up if hasattr(m, "feature_name")]
-        return enc + ["bottleneck"] + dec
+        return enc + [BOTTLENECK] + dec
 
     def _embedding(self, sigma: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         if sigma.numel() not in (1, batch):
@@ -224,7 +225,7 @@ class NCSNpp(nn.Module):
             if hasattr(m, "feature_name") and keep(m.feature_name, h):
                 return feats
         h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
-        if keep("bottleneck", h):
+        if keep(BOTTLENECK, h):
             return feats
         for m in self.up:
             if isinstance(m, Attention):
