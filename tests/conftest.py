@@ -1,7 +1,8 @@
-"""Shared fixtures: a throw-away copy of the workflow to run Snakemake in."""
+"""Shared fixtures: a throw-away copy of the workflow to run Snakemake in, and its rules as Snakemake parses them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,27 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What a run of the workflow needs; results/, logs and .snakemake/ of the real checkout stay behind.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "src", "envs", "profiles", "scripts", "pyproject.toml")
-
-
-def rule_blocks() -> dict[str, str]:
-    """{rule name: its text} from workflow/rules/*.smk (static: no Snakemake run)."""
-    import re
-
-    blocks = {}
-    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
-            blocks[re.match(r"rule (\w+):", block).group(1)] = block
-    return blocks
-
-
-def gpu_rules() -> set[str]:
-    """The GPU rules: those whose `resources:` declare `gpu=GPUS` (the one place they are named)."""
-    return {name for name, block in rule_blocks().items() if "\n        gpu=GPUS," in block}
-
-
-def cluster_rules() -> set[str]:
-    """The rules a cluster executor submits as jobs: every rule not marked `localrule: True`."""
-    return {name for name, block in rule_blocks().items() if "\n    localrule: True" not in block}
 
 
 def snakemake_exe() -> str:
@@ -93,6 +73,36 @@ def run_snakemake(
 def workflow_copy(tmp_path: Path) -> Path:
     """A fresh copy of the workflow in a temporary directory."""
     return copy_workflow(tmp_path / "wf")
+
+
+@pytest.fixture(scope="session")
+def workflow_rules(tmp_path_factory) -> dict[str, dict]:
+    """{rule: {"gpu", "local", "script", "conda"}} of every rule, as Snakemake parses the workflow (once a session;
+    see tests/workflow_rules.py). Parsed with one GPU per GPU job, so ``gpu`` is 1 exactly on the GPU rules."""
+    wf = copy_workflow(tmp_path_factory.mktemp("parsed") / "wf")
+    out = wf / "rules.json"
+    helper = Path(__file__).resolve().with_name("workflow_rules.py")
+    proc = subprocess.run(
+        [sys.executable, str(helper), str(wf), str(out)],
+        env=local_env(LATENT_ABSTRACTIONS_GPUS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"parsing the workflow failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="session")
+def gpu_rules(workflow_rules) -> set[str]:
+    """The GPU rules: those whose resources declare `gpu=GPUS` (the one place they are named)."""
+    return {name for name, rule in workflow_rules.items() if rule["gpu"]}
+
+
+@pytest.fixture(scope="session")
+def cluster_rules(workflow_rules) -> set[str]:
+    """The rules a cluster executor submits as jobs: every rule not marked `localrule: True`."""
+    return {name for name, rule in workflow_rules.items() if not rule["local"]}
 
 
 TINY_RUN_ARGS = ("--cores", "2", "--max-threads", "1", "--configfile", "config/tiny.yaml")

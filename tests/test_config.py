@@ -58,3 +58,13 @@ def test_every_schema_key_has_a_description():
 
     walk(schema, [])
     assert not missing, f"schema keys without a description: {missing}"
+
+
+def test_schema_levels_are_the_factors_with_their_official_level_counts():
+    # the schema cannot import the factors, so it restates them; this keeps the two in step
+    from latent_abstractions.data.factors import FACTOR_NAMES, N_LEVELS
+
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    levels = schema["properties"]["dataset"]["properties"]["synthetic"]["properties"]["levels"]["properties"]
+    assert list(levels) == list(FACTOR_NAMES)
+    assert [levels[name]["maximum"] for name in FACTOR_NAMES] == list(N_LEVELS)

@@ -2,15 +2,20 @@
 pre-flight checks the schema cannot express."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import run_snakemake
 from snakemake.utils import update_config, validate
 
-from latent_abstractions.config import ConfigError, check_config, coerce, feature_map_names
+from latent_abstractions.config import ConfigError, coerce
+from latent_abstractions.model.feature_maps import feature_map_names, level_sides
 from latent_abstractions.model.networks import NCSNpp
+from latent_abstractions.preflight import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -47,7 +52,7 @@ def test_every_shipped_config_passes_the_preflight(path):
     check_config(cfg, SCHEMA)
 
 
-# --- item 4: command-line strings take the schema's types ---------------------------------------------------
+# --- command-line strings take the schema's types -----------------------------------------------------------
 
 
 def test_nested_command_line_strings_are_coerced_to_the_schema_types():
@@ -92,7 +97,7 @@ def test_override_form_of_the_docs_works_on_the_command_line(workflow_copy):
     )
 
 
-# --- item 5: one short message per problem --------------------------------------------------------------------
+# --- one short message per problem ----------------------------------------------------------------------------
 
 
 def test_misspelt_top_level_key_is_one_line_with_a_suggestion():
@@ -124,13 +129,36 @@ def test_snakemake_prints_a_short_message(workflow_copy):
     assert len(out.splitlines()) < 12, out  # was 410 lines (the schema and the config dumped)
 
 
-# --- item 1: everything checkable before a job runs -------------------------------------------------------------
+# --- everything checkable before a job runs ---------------------------------------------------------------------
+
+
+def test_checking_the_config_imports_no_torch():
+    # common.smk checks the config at the start of every snakemake command, dry runs included
+    code = f"import sys; from latent_abstractions.preflight import check_config; check_config({{}}, {str(SCHEMA)!r}); "
+    code += "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))"
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": ""}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_feature_map_names_of_a_two_level_network():
+    assert feature_map_names(16, 2) == ["enc_16", "enc_8", "bottleneck", "dec_8", "dec_16"]
+    assert level_sides(24, 3) == [24, 12, 6]
 
 
 @pytest.mark.parametrize("res, ch_mult", [(16, [1, 2]), (24, [1, 2, 2]), (64, [1, 2, 2, 2]), (8, [1])])
-def test_feature_map_names_are_those_of_the_network(res, ch_mult):
+def test_feature_map_names_are_those_of_the_network_and_name_each_maps_side(res, ch_mult):
     net = NCSNpp(res, nf=4, ch_mult=ch_mult, num_res_blocks=1, attn_resolutions=())
-    assert feature_map_names(res, ch_mult) == net.feature_names()
+    names = feature_map_names(res, len(ch_mult))
+    assert net.feature_names() == names
+    maps = net.forward_features(torch.randn(2, 3, res, res), torch.tensor(1.0), names)
+    sides = [res // 2**k for k in range(len(ch_mult))]  # each level halves the side
+    assert [tuple(maps[name].shape[-2:]) for name in names] == [
+        *((s, s) for s in sides),
+        (sides[-1], sides[-1]),
+        *((s, s) for s in reversed(sides)),
+    ]
 
 
 def test_unknown_feature_layer_is_caught_before_training(workflow_copy):

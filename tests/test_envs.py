@@ -3,7 +3,6 @@ module its code path imports. Conda channels cannot be reached here, so the chec
 rule's script through the package's module-level imports and looks the modules up in the rule's env file."""
 
 import ast
-import re
 import sys
 from pathlib import Path
 
@@ -63,20 +62,6 @@ def test_envs_cover_every_runtime_requirement():
 DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "joblib": "scikit-learn", "threadpoolctl": "scikit-learn"}
 PACKAGE = "latent_abstractions"
 SRC = ROOT / "src"
-
-
-def rules_with_script_and_env():
-    """{rule: (script path, env file path)} read from the rule files (static: no Snakemake run)."""
-    out = {}
-    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
-            name = re.match(r"rule (\w+):", block).group(1)
-            env = re.search(r"^    conda:\n\s+\"([^\"]+)\"", block, flags=re.M)
-            script = re.search(r"^    script:\n\s+\"([^\"]+)\"", block, flags=re.M)
-            if script:
-                assert env, f"{smk.name}: rule {name} runs a script but declares no conda env"
-                out[name] = ((smk.parent / script.group(1)).resolve(), (smk.parent / env.group(1)).resolve())
-    return out
 
 
 def module_file(module):
@@ -140,28 +125,37 @@ def third_party_imports(script):
     return found
 
 
-RULES = rules_with_script_and_env()
+SCRIPTS = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
 
 
-def test_rules_found():
-    # every rule file contributes, and every script in workflow/scripts/ is some rule's script
-    scripts = {script.name for script, _ in RULES.values()}
-    assert scripts == {p.name for p in (ROOT / "workflow" / "scripts").glob("*.py")}
-
-
-@pytest.mark.parametrize("rule", sorted(RULES))
-def test_rule_env_lists_every_third_party_module_its_code_imports(rule):
-    script, env = RULES[rule]
-    assert env.is_file(), f"rule {rule}: conda env {env} not found"
-    listed = set(env_pins(env))
-    missing = {
-        top: chain
-        for top, chain in third_party_imports(script).items()
-        if DISTRIBUTION.get(top, top).lower() not in listed
+def scripted_rules(workflow_rules) -> dict[str, tuple[Path, Path | None]]:
+    """{rule: (script path, conda env file or None)} of the rules that run a script, as Snakemake parsed them."""
+    return {
+        name: ((ROOT / rule["script"]).resolve(), (ROOT / rule["conda"]).resolve() if rule["conda"] else None)
+        for name, rule in workflow_rules.items()
+        if rule["script"]
     }
-    assert not missing, f"rule {rule} runs in {env.name}, which lacks " + "; ".join(
-        f"{top} (imported via {' -> '.join(chain)})" for top, chain in missing.items()
-    )
+
+
+def test_every_script_is_run_by_a_rule_in_a_conda_env(workflow_rules):
+    rules = scripted_rules(workflow_rules)
+    assert {script for script, _ in rules.values()} == {p.resolve() for p in SCRIPTS}
+    no_env = sorted(name for name, (_, env) in rules.items() if env is None)
+    assert not no_env, f"rules that run a script but declare no conda env: {no_env}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_rule_env_lists_every_third_party_module_its_code_imports(script, workflow_rules):
+    envs = {rule: env for rule, (path, env) in scripted_rules(workflow_rules).items() if path == script.resolve()}
+    assert envs, f"{script.name} is no rule's script"
+    imports = third_party_imports(script)
+    for rule, env in envs.items():
+        assert env is not None and env.is_file(), f"rule {rule}: conda env {env} not found"
+        listed = set(env_pins(env))
+        missing = {top: chain for top, chain in imports.items() if DISTRIBUTION.get(top, top).lower() not in listed}
+        assert not missing, f"rule {rule} runs in {env.name}, which lacks " + "; ".join(
+            f"{top} (imported via {' -> '.join(chain)})" for top, chain in missing.items()
+        )
 
 
 def test_the_import_follower_sees_through_the_package(tmp_path):

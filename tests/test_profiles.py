@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import gpu_rules, run_snakemake
+from conftest import run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*/config.yaml"))
-GPU_RULES = gpu_rules()
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.parent.name)
@@ -38,13 +37,13 @@ def test_profiles_keys_are_disjoint():
     assert "gpu" in default["resources"] and slurm["set-resource-scopes"] == {"gpu": "local"}
 
 
-def test_slurm_profile_lists_exactly_the_rules_that_declare_a_gpu():
+def test_slurm_profile_lists_exactly_the_rules_that_declare_a_gpu(gpu_rules):
     slurm = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     asked = {rule for rule, res in slurm["set-resources"].items() if res.get("gpu") == 1}
-    assert asked == GPU_RULES and "train_score_model" in GPU_RULES
+    assert asked == gpu_rules and "train_score_model" in gpu_rules
 
 
-def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy):
+def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy, gpu_rules):
     proc = run_snakemake(
         workflow_copy,
         "-n",
@@ -62,6 +61,6 @@ def test_slurm_profile_requests_a_gpu_on_gpu_rules_only(workflow_copy):
     for rule, resources in jobs:
         seen.add(rule)
         has_gpu = re.search(r"\bgpu=1\b", resources) is not None
-        assert has_gpu == (rule in GPU_RULES), f"{rule}: {resources}"
+        assert has_gpu == (rule in gpu_rules), f"{rule}: {resources}"
         assert "slurm_partition=main" in resources
-    assert GPU_RULES <= seen
+    assert gpu_rules <= seen

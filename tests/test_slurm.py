@@ -18,21 +18,17 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, cluster_rules, gpu_rules, snakemake_exe
+from conftest import ROOT, snakemake_exe
 
 pytestmark = pytest.mark.slurm
 
-SLURM_RULES = cluster_rules()
-GPU_RULES = sorted(gpu_rules())
-# The test's overrides of the profile: the local partition, no GPUs, fast status polling through squeue
-# (no accounting database), one thread per job as in the local reference run.
+# The test's overrides of the profile: the local partition, fast status polling through squeue (no accounting
+# database), one thread per job as in the local reference run; run_profile adds no GPUs for the GPU rules.
 OVERRIDES = [
     "--default-resources",
     "slurm_partition=debug",
     "mem_mb=2000",
     "runtime=30",
-    "--set-resources",
-    *[f"{rule}:gpu=0" for rule in GPU_RULES],
     "--slurm-status-command",
     "squeue",
     "--slurm-init-seconds-before-status-checks",
@@ -64,9 +60,20 @@ def cluster():
     subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=60)
 
 
-def run_profile(wf: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """snakemake --profile profiles/slurm in ``wf`` under a hard timeout that kills the whole process group."""
-    cmd = [snakemake_exe(), "--profile", "profiles/slurm", *OVERRIDES, *extra, "--configfile", "config/tiny.yaml"]
+def run_profile(wf: Path, gpu_rules: set[str], *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """snakemake --profile profiles/slurm in ``wf`` (with ``OVERRIDES``, and no GPU for ``gpu_rules``) under a hard
+    timeout that kills the whole process group."""
+    no_gpus = ["--set-resources", *[f"{rule}:gpu=0" for rule in sorted(gpu_rules)]]
+    cmd = [
+        snakemake_exe(),
+        "--profile",
+        "profiles/slurm",
+        *OVERRIDES,
+        *no_gpus,
+        *extra,
+        "--configfile",
+        "config/tiny.yaml",
+    ]
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -114,20 +121,22 @@ def last_job_id() -> int:
     return max(ids, default=0)
 
 
-def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny_run, tmp_path):
+def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(
+    cluster, tiny_run, tmp_path, gpu_rules, cluster_rules
+):
     # the same files as the local reference run (not a fresh copy of a working tree that may have moved on)
     wf = tmp_path / "wf"
     shutil.copytree(
         tiny_run, wf, ignore=lambda d, names: {"results", ".snakemake"} & set(names) if Path(d) == tiny_run else set()
     )
     before = last_job_id()
-    proc = run_profile(wf)
+    proc = run_profile(wf, gpu_rules)
     assert proc.returncode == 0, proc.stdout[-6000:]
     jobs = job_table(before)
     print("\nSlurm job table (first run):\n" + jobs.to_string(index=False))
-    assert set(jobs["rule"]) == SLURM_RULES, jobs
+    assert set(jobs["rule"]) == cluster_rules, jobs
     assert (jobs["state"] == "COMPLETED").all(), jobs
-    assert len(jobs) == len(SLURM_RULES) + 2  # two score models and two sample jobs
+    assert len(jobs) == len(cluster_rules) + 2  # two score models and two sample jobs
     # the plugin's own per-job logs name the same job ids
     logged = {int(p.stem) for p in (wf / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(jobs["job_id"]) <= logged
@@ -159,7 +168,7 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny
     features.write_bytes(b"not parquet")
     target = "results/tiny/tables/probes.parquet"
     before = last_job_id()
-    proc = run_profile(wf, target)
+    proc = run_profile(wf, gpu_rules, target)
     assert proc.returncode != 0, proc.stdout[-4000:]
     failed = job_table(before)
     print("Slurm job table (failing run):\n" + failed.to_string(index=False))
@@ -169,7 +178,7 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny
     # Repair the input and rerun: it completes.
     features.write_bytes(good)
     before = last_job_id()
-    proc = run_profile(wf, target)
+    proc = run_profile(wf, gpu_rules, target)
     assert proc.returncode == 0, proc.stdout[-6000:]
     rerun = job_table(before)
     assert list(rerun["rule"]) == ["fit_linear_probes"] and list(rerun["state"]) == ["COMPLETED"], rerun

@@ -12,7 +12,7 @@ _SRC = os.path.abspath(os.path.join(workflow.basedir, "src"))
 sys.path.insert(0, _SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p))
 
-from latent_abstractions.config import check_config_or_exit  # noqa: E402
+from latent_abstractions.preflight import check_config_or_exit  # noqa: E402
 
 # Command-line strings coerced to the schema's types, defaults filled, pre-flight checks; one line per problem.
 check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), WorkflowError)

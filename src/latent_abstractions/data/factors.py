@@ -1,4 +1,5 @@
-"""The six Shapes3D factors of variation, in the official order, with their official values.
+"""The six Shapes3D factors of variation, in the official order, with their official values, and the size of the
+official ``3dshapes.h5``, which holds every combination of levels once.
 
 Labels in ``3dshapes.h5`` are float64 *values* (hue 0.0..0.9, scale 0.75..1.25, shape 0..3,
 orientation -30..30). Models and tables work with integer *level indices*; the conversion lives here.
@@ -33,6 +34,7 @@ FACTOR_NAMES: tuple[str, ...] = tuple(f.name for f in FACTORS)
 N_LEVELS: tuple[int, ...] = tuple(f.n_levels for f in FACTORS)
 SHAPE_NAMES: tuple[str, ...] = ("cube", "cylinder", "sphere", "capsule")
 N_IMAGES_FULL = int(np.prod(N_LEVELS))  # 480,000
+OFFICIAL_RESOLUTION = 64  # the official file's images are 64 x 64 pixels
 
 
 def values_to_indices(labels: np.ndarray, atol: float = 1e-6) -> np.ndarray:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .. import io
 from .factors import FACTOR_NAMES, FACTORS, values_to_indices
 from .render import GridSpec, iter_grid_images
+from .split import split_sizes
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +264,8 @@ def write_subset(src: str | os.PathLike, out: str | os.PathLike, rows: Sequence[
 
 def make_split(n: int, test_fraction: float, seed: int) -> pd.DataFrame:
     """A seeded random train/test split of ``n`` images: columns ``index`` (int64), ``split``."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    _, n_test = split_sizes(n, test_fraction)
     rng = np.random.default_rng(seed)
-    n_test = max(1, int(round(n * test_fraction)))
     is_test = np.zeros(n, dtype=bool)
     is_test[rng.permutation(n)[:n_test]] = True
     return pd.DataFrame({"index": np.arange(n, dtype=np.int64), "split": np.where(is_test, "test", "train")})

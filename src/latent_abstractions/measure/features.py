@@ -2,7 +2,7 @@
 
 Images are noised to generative time tau (forward time t = 1 - tau) with the VE perturbation kernel
 x0 + sigma(1 - tau) z, passed through the EMA network, and the configured feature maps are pooled to
-fixed-size vectors. The raw noisy pixels, average-pooled, are kept as the baseline layer "pixels".
+fixed-size vectors. The raw noisy pixels, average-pooled, are kept as the baseline layer ``PIXELS``.
 The table these feed is written by ``stages.measure.extract_features``.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PIXELS = "pixels"
+from ..model.feature_maps import PIXELS
 
 
 def pool(h: torch.Tensor, pooling: str, grid: int) -> torch.Tensor:

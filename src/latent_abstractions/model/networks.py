@@ -9,8 +9,8 @@ labels can matter at large sigma and be ignored at small sigma, where the image 
 
 The backbone maps an (already scaled) input and a noise conditioning value to its raw output F, as EDM's
 ``SongUNet`` does; how F becomes a score or a denoiser is the noise parametrisation, a wrapper around it
-(``precond.py``). Named intermediate feature maps (``feature_names`` / ``forward_features``) are the explicit API
-that the linear probes use.
+(``precond.py``). Named intermediate feature maps (``feature_names`` / ``forward_features``, named by ``feature_maps.py``) are the
+explicit API that the linear probes use.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .feature_maps import BOTTLENECK, decoder_map, encoder_map
 from .layers import FIR, Attention, FourierEmbedding, ResBlock, group_count
 
 
@@ -104,7 +105,7 @@ class NCSNpp(nn.Module):
                 skips.append(ch)
                 if res in attn_resolutions:
                     self.down.append(Attention(ch, skip_rescale))
-            self._mark_last(self.down, f"enc_{res}")
+            self._mark_last(self.down, encoder_map(res))
             if level < len(ch_mult) - 1:
                 self.down.append(ResBlock(ch, ch, resample="down", **block))
                 skips.append(ch)
@@ -118,7 +119,7 @@ class NCSNpp(nn.Module):
                 ch = out
                 if res in attn_resolutions:
                     self.up.append(Attention(ch, skip_rescale))
-            self._mark_last(self.up, f"dec_{res}")
+            self._mark_last(self.up, decoder_map(res))
             if level > 0:
                 self.up.append(ResBlock(ch, ch, resample="up", **block))
                 res *= 2
@@ -135,7 +136,7 @@ class NCSNpp(nn.Module):
         """Names of the feature maps ``forward_features`` can return, input to output."""
         enc = [m.feature_name for m in self.down if hasattr(m, "feature_name")]
         dec = [m.feature_name for m in self.up if hasattr(m, "feature_name")]
-        return enc + ["bottleneck"] + dec
+        return enc + [BOTTLENECK] + dec
 
     def _embedding(self, c_noise: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         if c_noise.numel() not in (1, batch):
@@ -184,7 +185,7 @@ class NCSNpp(nn.Module):
             if hasattr(m, "feature_name") and keep(m.feature_name, h):
                 return feats
         h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
-        if keep("bottleneck", h):
+        if keep(BOTTLENECK, h):
             return feats
         for m in self.up:
             if isinstance(m, Attention):
