@@ -9,8 +9,8 @@ labels can matter at large sigma and be ignored at small sigma, where the image 
 
 The backbone maps an (already scaled) input and a noise conditioning value to its raw output F, as EDM's
 ``SongUNet`` does; how F becomes a score or a denoiser is the noise parametrisation, a wrapper around it
-(``precond.py``). Named intermediate feature maps (``feature_names`` / ``forward_features``, named by ``feature_maps.py``) are the
-explicit API that the linear probes use.
+(``precond.py``). Named intermediate feature maps (``feature_names`` / ``forward_features``, named by
+``feature_maps.py``) are the explicit API that the linear probes use.
 """
 
 from __future__ import annotations
