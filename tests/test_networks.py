@@ -82,6 +82,19 @@ def test_output_is_scaled_by_one_over_sigma():
     torch.testing.assert_close(s, head[0] / 4.0)
 
 
+def test_sigma_division_is_in_fp32_under_bf16_autocast():
+    """Under autocast the last layer's output is bf16; the score divides it by sigma in fp32. 0.3 is not a bf16 number
+    (it rounds to 0.30078125), so a division by sigma in bf16 differs from the exact quotient by ~0.26%."""
+    net = tiny_net()
+    x = torch.randn(2, 3, 8, 8)
+    head, h = _capture(net, net.conv_out)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s = net(x, 0.3)
+    h.remove()
+    assert head[0].dtype == torch.bfloat16 and s.dtype == torch.float32
+    assert torch.equal(s, head[0].float() / torch.tensor(0.3))
+
+
 def test_conditioning_null_tokens():
     net = tiny_net(n_levels=N_LEVELS)
     x, sigma = torch.randn(3, 3, 8, 8), torch.tensor([0.1, 1.0, 5.0])

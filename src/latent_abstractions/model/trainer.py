@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..io import atomic_path
+from ..runtime import set_numerics
 from .ema import EMA
 from .losses import drop_labels, dsm_loss
 from .networks import NCSNpp
@@ -134,8 +135,7 @@ def fit_score_model(
     state_dir = Path(state_dir)
     cuda = device.type == "cuda"
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
-        torch.backends.cudnn.allow_tf32 = settings.tf32
+        set_numerics(tf32=settings.tf32, cudnn_benchmark=False)
     # What a checkpoint must share to be resumed. The step count and the logging/checkpoint cadence are left
     # out: they do not change the trajectory, so a run extended to more steps continues its last checkpoint.
     hparams = {
