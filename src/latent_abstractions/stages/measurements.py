@@ -23,6 +23,7 @@ from ..measure.stats import bootstrap_ci
 from ..model.checkpoint import load_classifier, load_score_model
 from ..model.classifier import predict
 from ..model.score import get_score_fn
+from ..partials import PartialResults
 from ..rng import derive_seed, numpy_rng, seeded_subset
 from .feature_table import FeatureTableWriter, cell_table
 from .tables import TIME_CONVENTION, finish_table
@@ -227,11 +228,15 @@ def run_forking(
     device: torch.device,
     corrector: bool = False,
     n_bootstrap: int = 1000,
+    partial_dir: str | None = None,
 ) -> pd.DataFrame:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
     ``corrector``: run the Langevin corrector on base paths and forks (method "pc"); False (the default) forks
     with the predictor alone, whose end points follow the exact filter's label law (see forking.py).
+    ``partial_dir``: where each tau's fork labels (and strip) are saved as soon as they are done, with this run's
+    settings, seed and checkpoint hashes (:class:`partials.PartialResults`); a rerun after a kill forks only the
+    taus not saved there by this same run, and writes the same table as an uninterrupted run.
     """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
@@ -239,30 +244,61 @@ def run_forking(
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
     res = model.hparams["net"]["img_resolution"]
     strip_idx = strip_indices(taus, strip_taus)
-    labels, kept = fork_labels(
-        get_score_fn(model.net, model.sde),
-        model.sde,
-        lambda x: predict(clf.net, x),
-        shape=(3, res, res),
-        taus=taus,
-        n_base=n_base,
-        n_forks=n_forks,
-        steps=steps,
-        method=method,
-        snr=snr,
-        seed=seed,
-        device=device,
-        keep_images=set(strip_idx),
-        corrector=corrector,
-    )
+    # everything a tau's fork labels depend on (the base paths' grid depends on every tau)
+    key = {
+        "taus": [float(t) for t in taus],
+        "n_base": n_base,
+        "n_forks": n_forks,
+        "steps": steps,
+        "method": method,
+        "snr": snr,
+        "corrector": corrector,
+        "seed": seed,
+        "checkpoint": model.sha256,
+        "classifier": clf.sha256,
+        "device": device.type,
+    }
+    store = PartialResults(partial_dir, key) if partial_dir else None
+    done: dict[int, dict[str, np.ndarray]] = {}
+    for j in range(len(taus) if store else 0):
+        saved = store.load(j)
+        if saved is not None and (j not in strip_idx or "strip" in saved):
+            done[j] = saved
+    if done:
+        log.info("forking: %d of %d taus resumed from %s", len(done), len(taus), partial_dir)
+
+    def finish_tau(j: int, labels_j: np.ndarray, kept_j: torch.Tensor | None) -> None:
+        done[j] = {"labels": labels_j, **({"strip": to_uint8(kept_j)} if j in strip_idx else {})}
+        if store:
+            store.save(j, done[j])
+
+    if len(done) < len(taus):
+        fork_labels(
+            get_score_fn(model.net, model.sde),
+            model.sde,
+            lambda x: predict(clf.net, x),
+            shape=(3, res, res),
+            taus=taus,
+            n_base=n_base,
+            n_forks=n_forks,
+            steps=steps,
+            method=method,
+            snr=snr,
+            seed=seed,
+            device=device,
+            keep_images=set(strip_idx),
+            corrector=corrector,
+            skip=set(done),
+            on_tau=finish_tau,
+        )
     strips = (
-        np.stack([to_uint8(kept[j]) for j in strip_idx])
+        np.stack([done[j]["strip"] for j in strip_idx])
         if strip_idx
         else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8)
     )
     rows = []
     for j, tau in enumerate(taus):
-        ent = fork_entropies(labels[j], n_levels)  # (n_base, 6)
+        ent = fork_entropies(done[j]["labels"], n_levels)  # (n_base, 6)
         rng = numpy_rng(seed, j)
         for k, factor in enumerate(FACTOR_NAMES):
             lo, hi = bootstrap_ci(ent[:, k], n_bootstrap, rng)
