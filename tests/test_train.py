@@ -294,3 +294,20 @@ def test_conditional_model_can_have_its_own_noise_levels():
     assert model_training(same, "cond")["sigma_sampling"] == "log_normal"
     assert "sigma_sampling_cond" not in model_training(base, "cond")  # TrainSettings has no such field
     assert train_settings(model_training(base, "cond"), label_dropout=0.8, seed=0).sigma_sampling == "log_uniform"
+
+
+def test_previous_checkpoint_is_kept_without_hard_links_and_used_when_the_latest_is_missing(
+    tmp_path, data, monkeypatch
+):
+    sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(train_mod.os, "link", no_links)
+    fit_score_model(*data, NET, sde, settings(6), tmp_path, cpu, progress=False)  # checkpoints at 3 and 6
+    assert torch.load(tmp_path / "checkpoint.prev.pt", weights_only=True)["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.prev.pt", "checkpoint.pt"]
+    (tmp_path / "checkpoint.pt").unlink()  # killed between moving the latest aside and renaming the new one
+    _, _, info = fit_score_model(*data, NET, sde, settings(6), tmp_path, cpu, progress=False)
+    assert info["resumed_from"] == 3

@@ -85,8 +85,8 @@ def _saved_hparams(path: Path) -> dict | None:
 def _save_checkpoint(state_dir: Path, hparams: dict, payload: dict) -> None:
     """Write ``payload`` as the latest checkpoint; the latest one of the same run becomes the previous one.
 
-    The new file is complete on disk before the old latest is renamed to the previous, so every moment has a
-    loadable checkpoint. A previous checkpoint of other hyperparameters is deleted: it is no fallback for this run.
+    The new file is complete on disk before the old latest becomes the previous, so every moment has a loadable
+    checkpoint. A previous checkpoint of other hyperparameters is deleted: it is no fallback for this run.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     pt, js, prev = state_dir / CHECKPOINT, state_dir / "checkpoint.json", state_dir / PREVIOUS
@@ -96,9 +96,22 @@ def _save_checkpoint(state_dir: Path, hparams: dict, payload: dict) -> None:
         if not same_run:
             prev.unlink(missing_ok=True)
         elif pt.exists():
-            os.replace(pt, prev)
+            _keep_as_previous(pt, prev)
     with atomic_path(js) as tmp:
         tmp.write_text(json.dumps(hparams, indent=2, sort_keys=True))
+
+
+def _keep_as_previous(pt: Path, prev: Path) -> None:
+    """Make ``prev`` the file ``pt`` is now, leaving ``pt`` in place (a hard link) until the new file replaces it;
+    where the file system has no hard links, ``pt`` is moved (then briefly only ``prev`` exists, which loads too)."""
+    link = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(pt, link)
+        os.replace(link, prev)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(pt, prev)
 
 
 def _read_checkpoint(path: Path) -> dict:
