@@ -101,8 +101,9 @@ def extract_features(
                         "time_convention": f"{TIME_CONVENTION}; x_tau = x0 + sigma(1 - tau) z",
                     }
                 )
-            for name in list(feats):  # each layer's matrix is freed once its rows are in the table
-                table.add(cell_table(idx, split_names, float(tau), name, labels, feats.pop(name)))
+            for name, mat in feats.items():
+                table.add(cell_table(idx, split_names, float(tau), name, labels, mat))
+            del feats
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
 
 
