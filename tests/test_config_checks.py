@@ -241,6 +241,18 @@ def test_relations_between_keys():
     ]
 
 
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_run_name_cannot_leave_results(name):
+    (line,) = problems_of(tiny(run_name=name))
+    assert line.startswith(f"run_name = {name!r}: the run's files go to results/<run_name>/") and "'..'" in line
+    check_config(tiny(run_name="v1.2_final-b"), SCHEMA)  # dots inside a name are fine
+
+
+def test_run_name_with_a_slash_is_refused_by_the_schema():
+    (line,) = problems_of(tiny(run_name="../elsewhere"))
+    assert line.startswith("run_name = '../elsewhere': allowed is a string matching")
+
+
 def test_path_source_needs_a_readable_file(tmp_path):
     missing = tmp_path / "nope.h5"
     assert problems_of(tiny(dataset={"source": "path", "path": str(missing)})) == [

@@ -86,3 +86,66 @@ def test_pool_shapes_and_bad_pooling():
     assert pool(h, "grid", 2).shape == (2, 12)
     with pytest.raises(ValueError, match="pooling"):
         pool(h, "max", 2)
+
+
+@pytest.mark.parametrize("bound", [4096, 20_000])
+def test_bounded_row_groups_hold_the_same_rows_and_give_the_same_probes(run, tmp_path, monkeypatch, bound):
+    """Row groups of at most ``bound`` bytes of Arrow data (a cell split over several, or cells sharing one): the same
+    rows in the same order, each cell read from its own row groups only, and byte-identical probes."""
+    import pyarrow.parquet as pq
+
+    from latent_abstractions.stages import feature_table
+
+    d, kw = run
+    monkeypatch.setattr(feature_table, "ROW_GROUP_BYTES", bound)
+    model = (d / "model.pt", d / "hparams.json")
+    extract_features(*model, d / "data.h5", d / "split.parquet", tmp_path / "f.parquet", **kw)
+    one, many = pq.ParquetFile(d / "f.parquet"), pq.ParquetFile(tmp_path / "f.parquet")
+    assert one.metadata.num_row_groups == 1 and many.metadata.num_row_groups > 1
+    assert many.schema_arrow.equals(one.schema_arrow, check_metadata=True)
+    assert many.read().equals(one.read())
+    cells = pd.read_parquet(d / "f.parquet", columns=["layer", "tau"]).drop_duplicates()
+    sizes = []
+    for layer, tau in cells.itertuples(index=False):
+        groups = feature_table.cell_row_groups(many, layer, tau)
+        rows = many.read_row_groups(groups).to_pandas()
+        sizes.append(len(groups))
+        assert ((rows["layer"] == layer) & (rows["tau"] == tau)).any() and len(groups) < many.metadata.num_row_groups
+        for g in range(many.metadata.num_row_groups):  # every row group outside the list holds none of the cell
+            if g not in groups:
+                other = many.read_row_group(g).to_pandas()
+                assert not ((other["layer"] == layer) & (other["tau"] == tau)).any()
+    cells_per_group = []
+    for g in range(many.metadata.num_row_groups):
+        group = many.read_row_group(g)
+        cells_per_group.append(len(group.select(["layer", "tau"]).to_pandas().drop_duplicates()))
+        assert group.nbytes <= bound or cells_per_group[-1] == 1
+    if bound == 4096:  # every cell is over the bound: row groups of its own, several per cell
+        assert max(cells_per_group) == 1 and max(sizes) > 1
+    else:  # cells under the bound share row groups
+        assert max(cells_per_group) > 1
+    probes = dict(C=1.0, max_iter=50, n_bootstrap=20, seed=0)
+    fit_linear_probes(d / "f.parquet", tmp_path / "p1.parquet", **probes)
+    fit_linear_probes(tmp_path / "f.parquet", tmp_path / "p2.parquet", **probes)
+    assert (tmp_path / "p1.parquet").read_bytes() == (tmp_path / "p2.parquet").read_bytes()
+
+
+def test_a_failed_extraction_leaves_no_table(run, tmp_path, monkeypatch):
+    from latent_abstractions.stages import measurements
+
+    d, kw = run
+    calls = []
+
+    def fail_on_second_tau(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    real = measurements.pooled_features
+    monkeypatch.setattr(measurements, "pooled_features", fail_on_second_tau)
+    with pytest.raises(RuntimeError, match="killed"):
+        extract_features(
+            d / "model.pt", d / "hparams.json", d / "data.h5", d / "split.parquet", tmp_path / "f.parquet", **kw
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,7 @@
 """One trainer per state directory, tested with real processes."""
 
+import errno
+import logging
 import os
 import signal
 import subprocess
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from latent_abstractions import locking
 from latent_abstractions.data.render import GridSpec
 from latent_abstractions.data.shapes3d import make_split, write_synthetic
 from latent_abstractions.locking import StateLockedError, check_state_free, state_lock
@@ -97,6 +100,36 @@ def test_a_second_trainer_stops_before_touching_the_state(tmp_path):
         holder.wait(timeout=30)
     assert sorted(p.name for p in state.iterdir()) == ["lock"]  # no checkpoint written
     assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_a_file_system_without_flock_runs_unlocked_after_one_warning(tmp_path, monkeypatch, caplog, code):
+    def no_flock(fd, op):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(locking.fcntl, "flock", no_flock)
+    monkeypatch.setattr(locking, "_warned", set())
+    state = tmp_path / "state" / "uncond"
+    with caplog.at_level(logging.WARNING, logger="latent_abstractions.locking"):
+        check_state_free(state)  # (no lock file yet: nothing to check)
+        with state_lock(state) as path:
+            assert path.read_text().startswith(f"PID {os.getpid()} ")
+        check_state_free(state)
+        with state_lock(state):
+            pass
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert f"{state}: the file system does not support flock ({os.strerror(code)})" in warnings[0]
+
+
+def test_other_lock_errors_are_not_hidden(tmp_path, monkeypatch):
+    def broken(fd, op):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(locking.fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        with state_lock(tmp_path / "state"):
+            pass
 
 
 @pytest.mark.slow  # 65 s on 2 loaded cores; test_a_second_trainer_stops_before_touching_the_state covers the lock

@@ -108,3 +108,30 @@ def test_split_is_seeded_and_validated(tmp_path):
     a.rename(columns={"split": "part"}).to_parquet(path)
     with pytest.raises(DatasetError, match="expected columns"):
         load_split(path)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_images_holds_one_copy_of_the_selection(tmp_path, monkeypatch, order):
+    """The returned array plus one slab is all that is allocated, in any request order (traced by tracemalloc, which
+    sees numpy's buffers): a second full copy of the selection would double the peak."""
+    import tracemalloc
+
+    path = tmp_path / "grid.h5"
+    write_synthetic(path, GridSpec.from_counts(32, [4, 4, 4, 2, 2, 4]), progress=False)  # 1024 images, 3 KiB each
+    data = load_shapes3d(path)
+    monkeypatch.setattr(shapes3d, "_MAX_SLAB", 32)
+    idx = np.sort(make_split(data.n, 0.2, 0).query("split == 'train'")["index"].to_numpy())
+    if order == "shuffled":
+        idx = np.random.default_rng(0).permutation(idx)
+    image_bytes = 32 * 32 * 3
+    tracemalloc.start()
+    try:
+        got = data.images(idx)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.nbytes == len(idx) * image_bytes
+    # the result, one slab and its gather (<= 2 x 32 images), the index arrays (8 bytes per image each)
+    assert peak < got.nbytes + 2 * 32 * image_bytes + 6 * 8 * len(idx) + (64 << 10), (peak, got.nbytes)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(got, f["images"][...][idx])

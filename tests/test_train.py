@@ -153,8 +153,58 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path, data):
     sde = VESDE(0.01, 5.0)
     fit_score_model(*data, NET, RAW, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="checkpoint.pt"):
+    (tmp_path / "checkpoint.prev.pt").write_bytes(b"not one either")
+    with pytest.raises(ValueError, match=r"checkpoint.prev.pt: unreadable .* the latest is damaged .*: delete "):
         fit_score_model(*data, NET, RAW, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+    (tmp_path / "checkpoint.prev.pt").unlink()
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint.pt: unreadable .* no previous checkpoint to fall back to"):
+        fit_score_model(*data, NET, RAW, sde, settings(4), tmp_path, torch.device("cpu"), progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "incomplete"])
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one_bitwise(tmp_path, data, monkeypatch, caplog, damage):
+    sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
+    full, full_log, _ = fit_score_model(*data, NET, RAW, sde, settings(12), tmp_path / "a", cpu, progress=False)
+    real_save = train_mod._save_checkpoint
+
+    def save_then_die(state_dir, hparams, payload):
+        real_save(state_dir, hparams, payload)
+        if payload["step"] == 9:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit_score_model(*data, NET, RAW, sde, settings(12), tmp_path / "b", cpu, progress=False)
+    monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
+    state = tmp_path / "b"
+    assert torch.load(state / "checkpoint.prev.pt", weights_only=True)["step"] == 6
+    latest = state / "checkpoint.pt"
+    if damage == "truncated":  # a write cut short on disk
+        latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    else:  # readable, but not a whole training state
+        ckpt = torch.load(latest, weights_only=True)
+        del ckpt["opt"]
+        torch.save(ckpt, latest)
+    with caplog.at_level("WARNING", logger="latent_abstractions.model.trainer"):
+        resumed, resumed_log, info = fit_score_model(*data, NET, RAW, sde, settings(12), state, cpu, progress=False)
+    assert info["resumed_from"] == 6
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "checkpoint.pt: " in warning and "resuming from the previous checkpoint" in warning
+    assert (state / "checkpoint.damaged.pt").exists()
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    np.testing.assert_array_equal(full_log["loss"], resumed_log["loss"])
+    steps = [torch.load(state / f, weights_only=True)["step"] for f in ("checkpoint.prev.pt", "checkpoint.pt")]
+    assert steps == [9, 12]
+
+
+def test_previous_checkpoint_of_other_hyperparameters_is_dropped(tmp_path, data):
+    sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
+    fit_score_model(*data, NET, RAW, sde, settings(6), tmp_path, cpu, progress=False)  # checkpoints at 3 and 6
+    assert (tmp_path / "checkpoint.prev.pt").exists()
+    fit_score_model(*data, NET, RAW, VESDE(0.01, 6.0), settings(2), tmp_path, cpu, progress=False)  # one checkpoint
+    assert not (tmp_path / "checkpoint.prev.pt").exists()
 
 
 def test_extending_a_finished_run_continues_it(tmp_path, data):
@@ -280,3 +330,20 @@ def test_conditional_model_can_have_its_own_noise_levels():
     assert model_training(same, "cond")["sigma_sampling"] == "log_normal"
     assert "sigma_sampling_cond" not in model_training(base, "cond")  # TrainSettings has no such field
     assert train_settings(model_training(base, "cond"), label_dropout=0.8, seed=0).sigma_sampling == "log_uniform"
+
+
+def test_previous_checkpoint_is_kept_without_hard_links_and_used_when_the_latest_is_missing(
+    tmp_path, data, monkeypatch
+):
+    sde, cpu = VESDE(0.01, 5.0), torch.device("cpu")
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(train_mod.os, "link", no_links)
+    fit_score_model(*data, NET, RAW, sde, settings(6), tmp_path, cpu, progress=False)  # checkpoints at 3 and 6
+    assert torch.load(tmp_path / "checkpoint.prev.pt", weights_only=True)["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.prev.pt", "checkpoint.pt"]
+    (tmp_path / "checkpoint.pt").unlink()  # killed between moving the latest aside and renaming the new one
+    _, _, info = fit_score_model(*data, NET, RAW, sde, settings(6), tmp_path, cpu, progress=False)
+    assert info["resumed_from"] == 3

@@ -41,11 +41,19 @@ def write_parquet(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata
     """
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
-        meta = dict(table.schema.metadata or {})
-        meta[b"latent_abstractions"] = json.dumps(metadata, sort_keys=True, default=str).encode()
-        table = table.replace_schema_metadata(meta)
+        table = table.replace_schema_metadata(with_provenance(table.schema, metadata).metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def with_provenance(schema: pa.Schema, metadata: dict[str, Any] | None) -> pa.Schema:
+    """``schema`` with ``metadata`` stored as :func:`write_parquet` stores it (JSON, keys sorted), for writers that
+    stream a table in row groups (``pq.ParquetWriter``) instead of writing it at once."""
+    if not metadata:
+        return schema
+    meta = dict(schema.metadata or {})
+    meta[b"latent_abstractions"] = json.dumps(metadata, sort_keys=True, default=str).encode()
+    return schema.with_metadata(meta)
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -61,6 +61,13 @@ def dataset_shape(config: dict) -> tuple[int | None, int | None, str | None]:
 def preflight_problems(config: dict) -> tuple[list[str], list[str]]:
     """(problems, warnings) of a schema-valid config that the schema cannot express."""
     problems, warnings = [], []
+    run = str(config.get("run_name", ""))
+    if run.startswith("."):  # the schema's pattern already keeps '/' out
+        problems.append(
+            f"run_name = {run!r}: the run's files go to results/<run_name>/, and a name starting with '.' is hidden "
+            "or ('..') leaves results/ for the repository root; allowed: letters, digits, '_', '.', '-', not "
+            "starting with '.'"
+        )
     res, n_images, err = dataset_shape(config)
     if err:
         problems.append(err)

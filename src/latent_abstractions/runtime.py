@@ -1,4 +1,4 @@
-"""Process-level set-up shared by the workflow scripts: logging to the rule's log, threads, device selection.
+"""Process-level set-up shared by the workflow scripts: logging to the rule's log, threads, device and numerics.
 
 Only the standard library is imported at module level, so a script can route its log before it imports
 anything that might fail (a package missing from the rule's environment is then in the log too).
@@ -50,8 +50,28 @@ def rule_logging(log_path: str, rule: str | None = None) -> Iterator[logging.Log
             handler.flush()
 
 
-def select_device(n_gpus: int, threads: int | None = None):
+def set_numerics(*, tf32: bool = False, cudnn_benchmark: bool = False) -> None:
+    """The CUDA numerics of this process, set in this one place (no effect on CPU computations).
+
+    Args:
+        tf32: allow TF32 (10-bit mantissa) in matmuls and cuDNN convolutions. PyTorch's default allows it in
+            convolutions, which moves the MI integrand by ~1e-3 per unit time; every measurement runs with it off.
+        cudnn_benchmark: let cuDNN time its convolution algorithms per input shape and keep the fastest. With TF32
+            off every candidate computes an fp32 convolution, so the choice changes results only by fp32 rounding
+            (summation order); on for inference, off for training, where run-to-run choices would compound.
+    """
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def select_device(n_gpus: int, threads: int | None = None, *, training: bool = False, tf32: bool = False):
     """The torch device a job must use: CUDA exactly when it was given a GPU (``n_gpus > 0``).
+
+    On CUDA it also sets the numerics (:func:`set_numerics`): TF32 as ``tf32`` (off unless asked), cuDNN autotuning
+    for inference jobs (``training`` False). The trainer sets TF32 from its own settings.
 
     Raises:
         RuntimeError: if a GPU was requested but CUDA is not available (a CPU-only torch on a GPU node).
@@ -69,10 +89,13 @@ def select_device(n_gpus: int, threads: int | None = None):
                 % (n_gpus, torch.__version__, os.environ.get("CUDA_VISIBLE_DEVICES"))
             )
         dev = torch.device("cuda")
+        set_numerics(tf32=tf32, cudnn_benchmark=not training)
         log.info(
-            "device: cuda (%s), CUDA_VISIBLE_DEVICES=%r",
+            "device: cuda (%s), CUDA_VISIBLE_DEVICES=%r; TF32 %s, cudnn.benchmark %s",
             torch.cuda.get_device_name(0),
             os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "on" if tf32 else "off",
+            "off" if training else "on",
         )
     else:
         dev = torch.device("cpu")

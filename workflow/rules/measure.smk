@@ -118,5 +118,7 @@ rule run_forking:
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
         seed=cfg("seed"),
+        # each tau's results as it is done (not an output: survives a killed job, which resumes from it)
+        partial_dir=f"{RESULTS}/state/forking",
     script:
         "../scripts/run_forking.py"

@@ -22,5 +22,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         corrector=par.corrector,
         strip_taus=par.strip_taus,
         seed=par.seed,
+        partial_dir=par.partial_dir,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

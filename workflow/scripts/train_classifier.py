@@ -17,5 +17,5 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         batch_size=par.batch_size,
         lr=par.lr,
         seed=par.seed,
-        device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
+        device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads, training=True),
     )

@@ -20,5 +20,5 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         training=par.training,
         seed=par.seed,
         state_dir=par.state_dir,
-        device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
+        device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads, training=True),
     )

@@ -59,7 +59,8 @@ def values_to_indices(labels: np.ndarray, atol: float = 1e-6) -> np.ndarray:
         if bad.any():
             first = labels[bad, k][0]
             raise ValueError(
-                f"factor {f.name!r}: value {first!r} is not one of the official values {np.round(f.values, 4).tolist()}"
+                f"factor {f.name!r}: value {float(first)} is not one of the official values "
+                f"{np.round(f.values, 4).tolist()}"
             )
         out[:, k] = idx
     return out

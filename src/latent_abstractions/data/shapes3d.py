@@ -140,7 +140,9 @@ class Shapes3D:
 
         Reads are sorted and grouped into contiguous slabs along the file's chunks, so each compressed
         chunk is decompressed at most once, whatever the order or density of ``indices`` (h5py's
-        point-wise fancy indexing is orders of magnitude slower on compressed files).
+        point-wise fancy indexing is orders of magnitude slower on compressed files). Each slab is scattered
+        straight into the returned array, so the images are held once (plus one slab of at most
+        ``_MAX_SLAB`` images), not once sorted and again in the requested order.
 
         Args:
             indices: image indices in ``0..n-1`` (any order, repeats allowed), or None for all images.
@@ -158,12 +160,21 @@ class Shapes3D:
             idx = np.asarray(indices, dtype=np.int64).reshape(-1)
             if idx.size and (idx.min() < 0 or idx.max() >= self.n):
                 raise IndexError(f"{self.path}: image index out of range 0..{self.n - 1}")
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            block = np.empty((uniq.size, self.resolution, self.resolution, 3), np.uint8)
+            monotone = bool(np.all(idx[1:] >= idx[:-1]))  # the usual request: a sorted split
+            order = None if monotone else np.argsort(idx, kind="stable")
+            ordered = idx if monotone else idx[order]  # out[order[k]] is image ordered[k]
+            uniq = np.unique(ordered)
+            out = np.empty((idx.size, self.resolution, self.resolution, 3), np.uint8)
             for lo, hi in _slabs(uniq, dset.chunks[0] if dset.chunks else _CONTIGUOUS_WINDOW):
-                wanted = uniq[lo:hi]
-                block[lo:hi] = dset[wanted[0] : wanted[-1] + 1][wanted - wanted[0]]
-            return block[inverse.reshape(-1)]
+                first, last = int(uniq[lo]), int(uniq[hi - 1])
+                slab = dset[first : last + 1]
+                a, b = np.searchsorted(ordered, [first, last + 1])
+                if monotone:  # this run's images go to out[a:b], gathered in place (mode "raise" would buffer)
+                    np.take(slab, ordered[a:b] - first, axis=0, out=out[a:b], mode="clip")
+                else:
+                    out[order[a:b]] = slab[ordered[a:b] - first]
+                del slab  # before the next read: one slab at a time
+            return out
 
 
 _CONTIGUOUS_WINDOW = 256  # images per read window for an unchunked dataset

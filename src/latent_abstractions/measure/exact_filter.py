@@ -113,7 +113,7 @@ def level_posteriors(
     device = torch.device(device)
     sig = torch.as_tensor(np.asarray(sigmas, dtype=np.float64), device=device)
     if sig.ndim != 1 or bool((sig <= 0).any()):
-        raise ValueError(f"sigmas must be a 1-D sequence of positive stds, got {list(sigmas)}")
+        raise ValueError(f"sigmas must be a 1-D sequence of positive stds, got {sig.tolist()}")
     q_pix = torch.as_tensor(np.asarray(queries)).to(device, torch.float64)
     z = torch.as_tensor(noise).to(device, torch.float64)
     if q_pix.ndim != 2 or z.shape != q_pix.shape:

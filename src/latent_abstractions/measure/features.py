@@ -60,4 +60,4 @@ def pooled_features(
         for name in layers:
             per_layer[name].append(pool(feats[name].float(), pooling, grid).cpu())
         per_layer[PIXELS].append(F.adaptive_avg_pool2d(xb, pix_grid).flatten(1).cpu())
-    return {name: torch.cat(chunks).numpy().astype(np.float32) for name, chunks in per_layer.items()}
+    return {name: torch.cat(chunks).numpy().astype(np.float32, copy=False) for name, chunks in per_layer.items()}

@@ -22,7 +22,7 @@ the N * K forks of one tau run as one batch.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 import torch
@@ -75,6 +75,8 @@ def fork_labels(
     device: torch.device,
     keep_images: set[int] = frozenset(),
     corrector: bool = False,
+    skip: Collection[int] = frozenset(),
+    on_tau: Callable[[int, np.ndarray, torch.Tensor | None], None] | None = None,
 ) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
     """Integrate n_base base paths once, fork each K times at every tau, label every fork's final image.
 
@@ -87,9 +89,13 @@ def fork_labels(
         keep_images: tau indices whose forks of base 0 are returned.
         corrector: with method "pc", also run its Langevin corrector (one step per grid point) on the base
             paths and the forks; False (the default) runs the reverse-diffusion predictor alone.
+        skip: tau indices not to fork (done before: each tau's forks have their own seeds, so the others are
+            the same with or without them).
+        on_tau: called as each tau is done with (tau index, its labels (n_base, n_forks, F), its kept images or
+            None), e.g. to save partial results.
 
     Returns:
-        (labels (len(taus), n_base, n_forks, F), {tau index: (n_forks, *shape) final images of base 0}).
+        (labels (taus not skipped, n_base, n_forks, F), {tau index: (n_forks, *shape) final images of base 0}).
     """
     grid = path_grid(steps, taus)
     # each tau's grid index (path_grid puts every tau on the grid; taus >= 1 - eps map to the last point)
@@ -101,6 +107,8 @@ def fork_labels(
     base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at, denoise=False)
     out, kept = [], {}
     for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
+        if j in skip:
+            continue
         state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)  # (n_base * K, ...)
         fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
         finals = sample(
@@ -116,4 +124,6 @@ def fork_labels(
         out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
         if j in keep_images:
             kept[j] = finals[:n_forks].cpu()
-    return np.stack(out), kept
+        if on_tau is not None:
+            on_tau(j, out[-1], kept.get(j))
+    return (np.stack(out) if out else np.zeros((0, n_base, n_forks, 0), np.int64)), kept

@@ -37,7 +37,8 @@ class FIR(nn.Module):
         super().__init__()
         if len(taps) < 2 or len(taps) % 2 or sum(taps) <= 0:
             raise ValueError(
-                f"resample_filter must have an even number (>= 2) of taps with a positive sum, got {list(taps)}"
+                "resample_filter must have an even number (>= 2) of taps with a positive sum, got "
+                f"{[float(t) for t in taps]}"
             )
         k = torch.tensor(taps, dtype=torch.float32)
         k = torch.outer(k, k)

@@ -4,7 +4,9 @@ Resumable state lives in ``state_dir`` (outside Snakemake's outputs, which Snake
 dies): ``checkpoint.pt`` holds the model, EMA, optimizer, every RNG state, the step and the loss log so far;
 ``checkpoint.json`` the hyperparameters it belongs to. A run with the same hyperparameters resumes from it
 (also when only the step count grew: a finished run is extended, not restarted); on CPU the resumed run ends
-bitwise equal to an uninterrupted one. Checkpoints are written atomically and loaded with ``weights_only``.
+bitwise equal to an uninterrupted one. Checkpoints are written atomically and loaded with ``weights_only``; the one
+before the latest is kept as ``checkpoint.prev.pt``, so a latest file damaged on disk (a full or flaky file system)
+costs ``checkpoint_every`` steps and a warning instead of the whole run.
 
 On CUDA: bf16 autocast, channels_last, TF32 off unless asked, the dataset held on the GPU as uint8, batches
 drawn by a device generator, losses accumulated on the device and read back only every ``log_every`` steps.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..io import atomic_path
+from ..runtime import set_numerics
 from .ema import EMA
 from .losses import drop_labels, dsm_loss, sigma_sampler, weighting
 from .precond import ScoreNetwork, build_score_network
@@ -68,30 +72,89 @@ def _restore_rng(state: dict, gen: torch.Generator, device: torch.device) -> Non
         torch.cuda.set_rng_state(state["torch_cuda"], device)
 
 
+CHECKPOINT, PREVIOUS, DAMAGED = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.damaged.pt"
+
+
+def _saved_hparams(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _save_checkpoint(state_dir: Path, hparams: dict, payload: dict) -> None:
+    """Write ``payload`` as the latest checkpoint; the latest one of the same run becomes the previous one.
+
+    The new file is complete on disk before the old latest becomes the previous, so every moment has a loadable
+    checkpoint. A previous checkpoint of other hyperparameters is deleted: it is no fallback for this run.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(state_dir / "checkpoint.pt") as tmp:
+    pt, js, prev = state_dir / CHECKPOINT, state_dir / "checkpoint.json", state_dir / PREVIOUS
+    same_run = _saved_hparams(js) == json.loads(json.dumps(hparams, sort_keys=True))
+    with atomic_path(pt) as tmp:
         torch.save(payload, tmp)
-    with atomic_path(state_dir / "checkpoint.json") as tmp:
+        if not same_run:
+            prev.unlink(missing_ok=True)
+        elif pt.exists():
+            _keep_as_previous(pt, prev)
+    with atomic_path(js) as tmp:
         tmp.write_text(json.dumps(hparams, indent=2, sort_keys=True))
 
 
+def _keep_as_previous(pt: Path, prev: Path) -> None:
+    """Make ``prev`` the file ``pt`` is now, leaving ``pt`` in place (a hard link) until the new file replaces it;
+    where the file system has no hard links, ``pt`` is moved (then briefly only ``prev`` exists, which loads too)."""
+    link = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(pt, link)
+        os.replace(link, prev)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(pt, prev)
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """A checkpoint file's payload; ValueError naming the file if it is unreadable or incomplete."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]  # torch's texts run to pages
+        raise ValueError(f"{path}: unreadable training checkpoint ({reason})") from err
+    missing = {"model", "opt", "ema", "rng", "step", "log"} - set(ckpt) if isinstance(ckpt, dict) else {"all keys"}
+    if missing:
+        raise ValueError(f"{path}: training checkpoint lacks {sorted(missing)}")
+    return ckpt
+
+
 def _load_checkpoint(state_dir: Path, hparams: dict, max_step: int) -> dict | None:
-    """The checkpoint in ``state_dir`` if it belongs to ``hparams`` and is not past ``max_step``, else None."""
-    pt, js = state_dir / "checkpoint.pt", state_dir / "checkpoint.json"
-    if not (pt.exists() and js.exists()):
+    """The latest good checkpoint in ``state_dir`` if it belongs to ``hparams`` and is not past ``max_step``, else
+    None. A damaged latest file is moved aside (``checkpoint.damaged.pt``) and the previous one used, with a warning.
+
+    Raises:
+        ValueError: if no checkpoint of this run can be read (naming the files and how to start over).
+    """
+    pt, js, prev = state_dir / CHECKPOINT, state_dir / "checkpoint.json", state_dir / PREVIOUS
+    if not (js.exists() and (pt.exists() or prev.exists())):
         return None
-    saved = json.loads(js.read_text())
-    if saved != json.loads(json.dumps(hparams, sort_keys=True)):
+    if _saved_hparams(js) != json.loads(json.dumps(hparams, sort_keys=True)):
         log.warning("%s: checkpoint belongs to other hyperparameters; starting from scratch", state_dir)
         return None
     try:
-        ckpt = torch.load(pt, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{pt}: unreadable training checkpoint ({err}); delete {state_dir} to start over") from err
-    missing = {"model", "opt", "ema", "rng", "step", "log"} - set(ckpt)
-    if missing:
-        raise ValueError(f"{pt}: training checkpoint lacks {sorted(missing)}; delete {state_dir} to start over")
+        ckpt = _read_checkpoint(pt) if pt.exists() else None
+    except ValueError as err:
+        if not prev.exists():
+            raise ValueError(
+                f"{err}; no previous checkpoint to fall back to: delete {state_dir} to start over"
+            ) from err
+        os.replace(pt, state_dir / DAMAGED)
+        log.warning("%s; moved to %s, resuming from the previous checkpoint %s", err, DAMAGED, prev)
+        ckpt = None
+    if ckpt is None:
+        try:
+            ckpt = _read_checkpoint(prev)
+        except ValueError as err:
+            raise ValueError(f"{err}, and the latest is damaged or missing: delete {state_dir} to start over") from err
     if int(ckpt["step"]) > max_step:
         log.warning(
             "%s: checkpoint is at step %d, past the %d steps asked for; starting from scratch",
@@ -136,8 +199,7 @@ def fit_score_model(
     state_dir = Path(state_dir)
     cuda = device.type == "cuda"
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
-        torch.backends.cudnn.allow_tf32 = settings.tf32
+        set_numerics(tf32=settings.tf32, cudnn_benchmark=False)
     # What a checkpoint must share to be resumed. The step count and the logging/checkpoint cadence are left
     # out: they do not change the trajectory, so a run extended to more steps continues its last checkpoint.
     hparams = {
@@ -177,7 +239,7 @@ def fit_score_model(
         _restore_rng(ckpt["rng"], gen, device)
         step, rows = int(ckpt["step"]), list(ckpt["log"])
         acc_state = (ckpt["acc"], int(ckpt["acc_n"])) if "acc" in ckpt else None
-        log.info("resumed from step %d of %d (%s)", step, settings.steps, state_dir / "checkpoint.pt")
+        log.info("resumed from step %d of %d (%s)", step, settings.steps, state_dir)
     else:
         acc_state = None
         log.info("starting from scratch (%d steps)", settings.steps)

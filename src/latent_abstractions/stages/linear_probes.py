@@ -15,18 +15,22 @@ from ..data.factors import FACTOR_NAMES
 from ..io import read_parquet_metadata
 from ..measure.probes import probe_rows
 from ..rng import numpy_rng
+from .feature_table import features_matrix, read_cell
 from .tables import finish_table
 
 log = logging.getLogger(__name__)
 
 
 def load_features(path: str, layer: str, tau: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(features by split, labels (n, 6) by split) of one layer at one tau, from the features table."""
-    table = pq.read_table(path, filters=[("layer", "=", layer), ("tau", "=", float(tau))])
+    """(features by split, labels (n, 6) by split) of one layer at one tau, from the features table.
+
+    Decodes only the row groups that hold the cell (:func:`feature_table.read_cell`), never the whole table.
+    """
+    table = read_cell(path, layer, tau)
     feats, labs = {}, {}
     for s in ("train", "test"):
         sub = table.filter(pc.equal(table["split"], s))
-        feats[s] = np.stack(sub["features"].to_numpy(zero_copy_only=False)) if sub.num_rows else np.empty((0, 0))
+        feats[s] = features_matrix(sub)
         labs[s] = np.stack([sub[f].to_numpy() for f in FACTOR_NAMES], axis=1)
     return feats, labs
 

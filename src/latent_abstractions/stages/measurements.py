@@ -10,13 +10,12 @@ from typing import Sequence
 import h5py
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from tqdm import tqdm
 
 from ..data.factors import FACTOR_NAMES
 from ..data.shapes3d import load_shapes3d, load_split, to_model_input, to_uint8
-from ..io import atomic_path, write_parquet
+from ..io import atomic_path
 from ..measure.features import choose_images, pooled_features
 from ..measure.forking import fork_entropies, fork_labels
 from ..measure.mutual_info import ESTIMATORS, mi_curves
@@ -24,7 +23,9 @@ from ..measure.stats import bootstrap_ci
 from ..model.checkpoint import load_classifier, load_score_model
 from ..model.classifier import predict
 from ..model.score import get_score_fn
+from ..partials import PartialResults
 from ..rng import derive_seed, numpy_rng, seeded_subset
+from .feature_table import FeatureTableWriter, cell_table
 from .tables import TIME_CONVENTION, finish_table
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,12 @@ def extract_features(
     seed: int,
     device: torch.device,
 ) -> None:
-    """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md)."""
+    """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md).
+
+    Each tau's rows are written as soon as they are computed (:class:`feature_table.FeatureTableWriter`), so the
+    job holds the uint8 images, one tau's noise and noisy images, its features and one Parquet row group, never the
+    table (at paper scale ~3 GB, against ~18 GB when the table was built in memory).
+    """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
     net, sde = model.net, model.sde
@@ -55,56 +61,49 @@ def extract_features(
     chosen = choose_images(load_split(split, data.n), n_train, n_test, seed)
     idx = np.concatenate([chosen["train"], chosen["test"]])
     split_names = np.array(["train"] * len(chosen["train"]) + ["test"] * len(chosen["test"]))
-    x0 = to_model_input(data.images(idx))
+    images = data.images(idx)  # uint8 (n, H, W, 3); made float a block at a time below
     labels = data.label_indices[idx]
-    cols: dict[str, list] = {"image_index": [], "split": [], "tau": [], "layer": [], "features": []}
-    cols.update({f: [] for f in FACTOR_NAMES})
-    dims: dict[str, int] = {}
-    for j, tau in enumerate(tqdm(taus, desc="features", mininterval=2)):
-        # the same noise whatever the batch size
-        gen = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", j))
-        z = torch.randn(x0.shape, generator=gen)
-        sigma = float(sde.sigma(float(sde.tau_to_t(tau))))
-        feats = pooled_features(
-            net,
-            x0 + sigma * z,
-            sigma,
-            layers,
-            pooling=pooling,
-            grid=grid,
-            pix_grid=min(8, data.resolution),
-            batch_size=batch_size,
-            device=device,
-        )
-        for name, mat in feats.items():
-            dims[name] = mat.shape[1]
-            cols["features"].append(mat)
-            cols["image_index"].append(idx)
-            cols["split"].append(split_names)
-            cols["tau"].append(np.full(len(idx), tau))
-            cols["layer"].append(np.full(len(idx), name))
-            for k, f in enumerate(FACTOR_NAMES):
-                cols[f].append(labels[:, k])
-    # list<float32> column; all rows of one layer have that layer's width (``dims`` in the metadata).
-    arrays = {
-        "image_index": pa.array(np.concatenate(cols["image_index"]).astype(np.int64)),
-        "split": pa.array(np.concatenate(cols["split"])),
-        "tau": pa.array(np.concatenate(cols["tau"]).astype(np.float64)),
-        "layer": pa.array(np.concatenate(cols["layer"])),
-        **{f: pa.array(np.concatenate(cols[f]).astype(np.int64)) for f in FACTOR_NAMES},
-        "features": pa.array([row for mat in cols["features"] for row in mat], type=pa.list_(pa.float32())),
-    }
-    meta = {
-        "checkpoint": model.sha256,
-        "seed": seed,
-        "layers": layers,
-        "pooling": pooling,
-        "grid": grid,
-        "dims": dims,
-        "n_levels": list(data.n_levels_present),
-        "time_convention": f"{TIME_CONVENTION}; x_tau = x0 + sigma(1 - tau) z",
-    }
-    write_parquet(pa.table(arrays), out, meta)
+    shape = (len(idx), 3, data.resolution, data.resolution)
+    with FeatureTableWriter(out) as table:
+        for j, tau in enumerate(tqdm(taus, desc="features", mininterval=2)):
+            # the same noise whatever the batch size
+            gen = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", j))
+            sigma = float(sde.sigma(float(sde.tau_to_t(tau))))
+            # x_tau = x0 + sigma z, laid out like the images (channels_last: NHWC in the file), which decides the
+            # convolutions' summation order; built in place so that the job holds one float copy of the images
+            xt = torch.empty(shape, memory_format=torch.channels_last)
+            torch.mul(torch.randn(shape, generator=gen), sigma, out=xt)
+            for a in range(0, len(idx), 4096):
+                xt[a : a + 4096].add_(to_model_input(images[a : a + 4096]))
+            feats = pooled_features(
+                net,
+                xt,
+                sigma,
+                layers,
+                pooling=pooling,
+                grid=grid,
+                pix_grid=min(8, data.resolution),
+                batch_size=batch_size,
+                device=device,
+            )
+            del xt
+            if not table.is_open:  # every layer's width is known from the first tau
+                dims = {name: mat.shape[1] for name, mat in feats.items()}
+                table.open(
+                    {
+                        "checkpoint": model.sha256,
+                        "seed": seed,
+                        "layers": layers,
+                        "pooling": pooling,
+                        "grid": grid,
+                        "dims": dims,
+                        "n_levels": list(data.n_levels_present),
+                        "time_convention": f"{TIME_CONVENTION}; x_tau = x0 + sigma(1 - tau) z",
+                    }
+                )
+            for name, mat in feats.items():
+                table.add(cell_table(idx, split_names, float(tau), name, labels, mat))
+            del feats
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
 
 
@@ -230,11 +229,15 @@ def run_forking(
     device: torch.device,
     corrector: bool = False,
     n_bootstrap: int = 1000,
+    partial_dir: str | None = None,
 ) -> pd.DataFrame:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
     ``corrector``: run the Langevin corrector on base paths and forks (method "pc"); False (the default) forks
     with the predictor alone, whose end points follow the exact filter's label law (see forking.py).
+    ``partial_dir``: where each tau's fork labels (and strip) are saved as soon as they are done, with this run's
+    settings, seed and checkpoint hashes (:class:`partials.PartialResults`); a rerun after a kill forks only the
+    taus not saved there by this same run, and writes the same table as an uninterrupted run.
     """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
@@ -242,30 +245,61 @@ def run_forking(
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
     res = model.hparams["net"]["img_resolution"]
     strip_idx = strip_indices(taus, strip_taus)
-    labels, kept = fork_labels(
-        get_score_fn(model.net, model.sde),
-        model.sde,
-        lambda x: predict(clf.net, x),
-        shape=(3, res, res),
-        taus=taus,
-        n_base=n_base,
-        n_forks=n_forks,
-        steps=steps,
-        method=method,
-        snr=snr,
-        seed=seed,
-        device=device,
-        keep_images=set(strip_idx),
-        corrector=corrector,
-    )
+    # everything a tau's fork labels depend on (the base paths' grid depends on every tau)
+    key = {
+        "taus": [float(t) for t in taus],
+        "n_base": n_base,
+        "n_forks": n_forks,
+        "steps": steps,
+        "method": method,
+        "snr": snr,
+        "corrector": corrector,
+        "seed": seed,
+        "checkpoint": model.sha256,
+        "classifier": clf.sha256,
+        "device": device.type,
+    }
+    store = PartialResults(partial_dir, key) if partial_dir else None
+    done: dict[int, dict[str, np.ndarray]] = {}
+    for j in range(len(taus) if store else 0):
+        saved = store.load(j)
+        if saved is not None and (j not in strip_idx or "strip" in saved):
+            done[j] = saved
+    if done:
+        log.info("forking: %d of %d taus resumed from %s", len(done), len(taus), partial_dir)
+
+    def finish_tau(j: int, labels_j: np.ndarray, kept_j: torch.Tensor | None) -> None:
+        done[j] = {"labels": labels_j, **({"strip": to_uint8(kept_j)} if j in strip_idx else {})}
+        if store:
+            store.save(j, done[j])
+
+    if len(done) < len(taus):
+        fork_labels(
+            get_score_fn(model.net, model.sde),
+            model.sde,
+            lambda x: predict(clf.net, x),
+            shape=(3, res, res),
+            taus=taus,
+            n_base=n_base,
+            n_forks=n_forks,
+            steps=steps,
+            method=method,
+            snr=snr,
+            seed=seed,
+            device=device,
+            keep_images=set(strip_idx),
+            corrector=corrector,
+            skip=set(done),
+            on_tau=finish_tau,
+        )
     strips = (
-        np.stack([to_uint8(kept[j]) for j in strip_idx])
+        np.stack([done[j]["strip"] for j in strip_idx])
         if strip_idx
         else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8)
     )
     rows = []
     for j, tau in enumerate(taus):
-        ent = fork_entropies(labels[j], n_levels)  # (n_base, 6)
+        ent = fork_entropies(done[j]["labels"], n_levels)  # (n_base, 6)
         rng = numpy_rng(seed, j)
         for k, factor in enumerate(FACTOR_NAMES):
             lo, hi = bootstrap_ci(ent[:, k], n_bootstrap, rng)
