@@ -48,6 +48,27 @@ def sample_sigma(
     raise ValueError(f"sigma sampling must be one of {SIGMA_SAMPLINGS}, got {sampling!r}")
 
 
+def draw_noise(
+    sde: VESDE,
+    shape: tuple[int, ...],
+    device,
+    generator: torch.Generator | None = None,
+    sampling: str = "log_uniform",
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    eps: float = 1e-5,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise levels (B,) and standard normal noise ``shape`` of one training batch, in :func:`dsm_loss`'s order.
+
+    A caller that splits a batch (over data-parallel ranks, or into micro-batches) draws the whole batch's noise
+    once here and passes each part's slice to :func:`dsm_loss`, so the parts see exactly what one pass would.
+    """
+    sigma = sample_sigma(sde, shape[0], device, generator, sampling, p_mean, p_std, eps)
+    z = torch.randn(shape, device=device, generator=generator, dtype=dtype)
+    return sigma, z
+
+
 def dsm_loss(
     net: torch.nn.Module,
     sde: VESDE,
@@ -60,6 +81,7 @@ def dsm_loss(
     sampling: str = "log_uniform",
     p_mean: float = -1.2,
     p_std: float = 1.2,
+    noise: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean over the batch of w(sigma) || sigma * s(x0 + sigma z, sigma) + z ||^2 (summed over pixels).
 
@@ -74,12 +96,16 @@ def dsm_loss(
             (the square root of edm's w); module docstring.
         sigma_data: the data's std (weighting "edm").
         sampling, p_mean, p_std: noise-level distribution (:func:`sample_sigma`).
+        noise: (sigma, z) drawn beforehand (:func:`draw_noise`) for exactly these rows; None: drawn here.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    b = x0.shape[0]
-    sigma = sample_sigma(sde, b, x0.device, generator, sampling, p_mean, p_std, eps)
-    z = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    if noise is None:
+        sigma, z = draw_noise(sde, tuple(x0.shape), x0.device, generator, sampling, p_mean, p_std, eps, x0.dtype)
+    else:
+        sigma, z = noise
+        if sigma.shape != x0.shape[:1] or z.shape != x0.shape:
+            raise ValueError(f"noise of shapes {tuple(sigma.shape)}, {tuple(z.shape)} for images {tuple(x0.shape)}")
     x = x0 + sigma[:, None, None, None] * z
     score = net(x, sigma, labels)
     err = sigma[:, None, None, None] * score.float() + z
