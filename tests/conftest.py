@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,6 @@ WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "src", "envs", "profiles", 
 
 def rule_blocks() -> dict[str, str]:
     """{rule name: its text} from workflow/rules/*.smk (static: no Snakemake run)."""
-    import re
-
     blocks = {}
     for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
@@ -27,8 +26,9 @@ def rule_blocks() -> dict[str, str]:
 
 
 def gpu_rules() -> set[str]:
-    """The GPU rules: those whose `resources:` declare `gpu=GPUS` (the one place they are named)."""
-    return {name for name, block in rule_blocks().items() if "\n        gpu=GPUS," in block}
+    """The GPU rules: those whose `resources:` declare `gpu=GPUS` (training: `GPUS * TRAIN_GPUS`), the one place
+    they are named."""
+    return {name for name, block in rule_blocks().items() if re.search(r"\n        gpu=GPUS\b", block)}
 
 
 def cluster_rules() -> set[str]:
