@@ -95,9 +95,16 @@ def get_training_settings():
 
 def get_training_retries():
     """One retry per segment after the first when a training is cut into segments (segment_minutes); else None:
-    the profile's or the command line's retries."""
+    the profile's or the command line's retries.
+
+    Only the Snakemake that schedules the jobs retries. A cluster job runs Snakemake again for its rule (the
+    executor's job step), and a retry there would run the next segment inside the same job, past the time limit
+    the segments exist to respect: there it is 0.
+    """
     training = config["training"]
-    return training["max_segments"] - 1 if training["segment_minutes"] is not None else None
+    if training["segment_minutes"] is None:
+        return None
+    return training["max_segments"] - 1 if workflow.is_main_process else 0
 
 
 def get_taus():
