@@ -315,7 +315,10 @@ def fit_score_model(
         for group in opt.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup_steps))
         if world > 1:  # each rank's own dropout masks (everything else is drawn alike on every rank)
-            torch.manual_seed(rank_step_seed(settings.seed, ranks.rank, step))
+            own = rank_step_seed(settings.seed, ranks.rank, step)
+            torch.default_generator.manual_seed(own)
+            if cuda:
+                torch.cuda.manual_seed(own)  # this rank's GPU only
         if whole_batch:
             idx = torch.randint(n, (settings.batch_size,), device=device, generator=gen)
             x0 = data[idx].float().div_(255.0).contiguous(memory_format=layout)
