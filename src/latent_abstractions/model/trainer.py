@@ -13,8 +13,10 @@ Data parallel (``ranks``: one process per GPU, started by torchrun): the global 
 Every rank draws the whole batch (indices, label dropout, noise levels, noise) from the same seeded stream and
 keeps its contiguous slice; each slice's loss is weighted by its share of the batch and DDP sums the gradients,
 so the step is the one-process step up to the order of the floating-point sums. Micro-batches (``micro_batch``)
-split a rank's slice the same way, accumulating gradients before one optimiser step. Rank 0 alone writes
-checkpoints; a checkpoint resumes on any number of ranks.
+split a rank's slice the same way, accumulating gradients before one optimiser step. Dropout masks, which a rank
+draws for its rows alone, come from a stream per rank reseeded at every step (``rng.rank_step_seed``). Rank 0
+alone writes checkpoints; a checkpoint resumes on any number of ranks. One process computing its whole batch
+in one pass (the default) takes the single-device step, op for op.
 
 Segments: with ``segment_minutes`` set, training stops at the first log row after that much wall time, saves
 its state and raises :class:`SegmentEnded`; run again, it resumes there and ends bitwise equal to an

@@ -106,6 +106,8 @@ def train_score_model(
         raise ValueError(f"model must be one of {SCORE_MODELS}, got {model!r}")
     if not (isinstance(processes, int) and processes >= 1):
         raise ValueError(f"training.gpus must be a positive integer, got {processes!r}")
+    if training.get("batch_size", processes) < processes:
+        raise ValueError(f"training.batch_size ({training['batch_size']}) must be at least training.gpus ({processes})")
     check_state_free(state_dir)  # fail before loading the data if another trainer holds the state directory
     args = dict(
         h5=h5,
