@@ -1,7 +1,8 @@
 """The tiny workflow through `snakemake --profile profiles/slurm` on a real single-node Slurm cluster.
 
 Checks that every non-local rule ran as a Slurm job, that the outputs equal a local run's with the same seed,
-and that a job failing under Slurm is reported as failed and a rerun then completes. Skips with the reason
+that a job failing under Slurm is reported as failed and a rerun then completes, and that a training cut into
+segments (two gloo processes under torchrun in one Slurm job) is resubmitted until done. Skips with the reason
 where the cluster cannot be started (not root, or Slurm not installed: `bash scripts/slurm_local.sh install`).
 """
 
@@ -18,7 +19,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, snakemake_exe
+from conftest import ROOT, copy_workflow, snakemake_exe
 
 pytestmark = pytest.mark.slurm
 
@@ -60,9 +61,11 @@ def cluster():
     subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=60)
 
 
-def run_profile(wf: Path, gpu_rules: set[str], *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """snakemake --profile profiles/slurm in ``wf`` (with ``OVERRIDES``, and no GPU for ``gpu_rules``) under a hard
-    timeout that kills the whole process group."""
+def run_profile(
+    wf: Path, gpu_rules: set[str], *extra: str, timeout: float = 900, configs: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """snakemake --profile profiles/slurm in ``wf`` (with ``OVERRIDES``, no GPU for ``gpu_rules``; config: tiny.yaml,
+    then ``configs``) under a hard timeout that kills the whole process group."""
     no_gpus = ["--set-resources", *[f"{rule}:gpu=0" for rule in sorted(gpu_rules)]]
     cmd = [
         snakemake_exe(),
@@ -73,6 +76,7 @@ def run_profile(wf: Path, gpu_rules: set[str], *extra: str, timeout: float = 900
         *extra,
         "--configfile",
         "config/tiny.yaml",
+        *configs,
     ]
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -185,3 +189,25 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(
     pd.testing.assert_frame_equal(
         pd.read_parquet(res / "tables" / "probes.parquet"), pd.read_parquet(ref / "tables" / "probes.parquet")
     )
+
+
+def test_a_training_in_segments_is_resubmitted_until_done(cluster, tmp_path, gpu_rules):
+    # two processes (gloo, CPU) in one Slurm job, whose wall-clock budget is spent at its first log row (step 10
+    # of 20): the job saves, exits 75 (FAILED for Slurm), and the rule's own retries (max_segments - 1, which win
+    # over the --retries 0 above) resubmit it; the second job resumes and finishes
+    wf = copy_workflow(tmp_path / "wf")
+    (wf / "segmented.yaml").write_text(
+        "training: {gpus: 2, segment_minutes: 0.00001, max_segments: 3, log_every: 10}\n"
+    )
+    target = "results/tiny/models/uncond/model.pt"
+    before = last_job_id()
+    proc = run_profile(wf, gpu_rules, target, configs=("segmented.yaml",))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    jobs = job_table(before)
+    print("\nSlurm job table (segmented training):\n" + jobs.to_string(index=False))
+    train = jobs[jobs["rule"] == "train_score_model"]
+    assert list(train["state"]) == ["FAILED", "COMPLETED"], jobs
+    assert "Trying to restart job" in proc.stdout
+    log = (wf / "results/tiny/logs/train_score_model/uncond.log").read_text()
+    assert "launching 2 processes" in log and "resumed from step 10 of 20" in log, log[-3000:]
+    assert (wf / target).exists()

@@ -43,6 +43,19 @@ def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
     return int(derive_seeds(seed, purpose, 1, index)[0])
 
 
+def rank_step_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of one rank's own random stream at one optimiser step of a data-parallel training run.
+
+    Everything a training batch is made of (image indices, label dropout, noise levels, noise) comes from one
+    stream seeded by ``seed`` that every rank draws in full, each keeping its slice. Only what a rank draws for
+    its own slice alone (the network's dropout masks, from torch's global generator) needs a stream per rank:
+    reseeded from (seed, rank, step) before every step, so a run stopped at any step and resumed on the same
+    number of ranks redraws the same masks. ``numpy.random.SeedSequence`` mixes the three keys, so neighbouring
+    (rank, step) pairs get unrelated seeds.
+    """
+    return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1, np.uint64)[0])
+
+
 def seeded_subset(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
     """``n`` of ``indices`` (all of them if fewer) drawn without replacement by ``default_rng(seed)``, sorted."""
     return np.sort(np.random.default_rng(seed).choice(indices, size=min(n, len(indices)), replace=False))

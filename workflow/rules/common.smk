@@ -19,6 +19,7 @@ check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas
 
 from latent_abstractions import SCORE_MODELS  # noqa: E402
 from latent_abstractions.data.factors import FACTOR_NAMES  # noqa: E402
+from latent_abstractions.runtime import TRAINING_EXECUTION_KEYS  # noqa: E402
 from latent_abstractions.taus import tau_grid  # noqa: E402
 
 RUN = config["run_name"]
@@ -78,6 +79,32 @@ def cfg_keys(section, *keys):
 def get_label_dropout(wildcards):
     """The conditional model's label dropout; the unconditional model has no labels to drop (0)."""
     return config["score_model"]["label_dropout"] if wildcards.model == "cond" else 0.0
+
+
+# --- training (train.smk) ---
+
+# GPUs, i.e. data-parallel processes, of one training job.
+TRAIN_GPUS = config["training"]["gpus"]
+
+
+def get_training_settings():
+    """The training section without its execution settings (TRAINING_EXECUTION_KEYS: the script reads them from
+    the config), a params entry: a change reruns the training, a change of how it runs does not."""
+    return {key: value for key, value in config["training"].items() if key not in TRAINING_EXECUTION_KEYS}
+
+
+def get_training_retries():
+    """One retry per segment after the first when a training is cut into segments (segment_minutes); else None:
+    the profile's or the command line's retries.
+
+    Only the Snakemake that schedules the jobs retries. A cluster job runs Snakemake again for its rule (the
+    executor's job step), and a retry there would run the next segment inside the same job, past the time limit
+    the segments exist to respect: there it is 0.
+    """
+    training = config["training"]
+    if training["segment_minutes"] is None:
+        return None
+    return training["max_segments"] - 1 if workflow.is_main_process else 0
 
 
 def get_taus():

@@ -1,5 +1,7 @@
 # Training stage: the unconditional and conditional NCSN++ score models, and the attribute classifier.
 # Resumable state lives in results/<run>/state/<model>/ (not an output: it survives a killed job).
+# A score model trains on training.gpus GPUs in one job (one process per GPU under torchrun); with
+# training.segment_minutes it stops, saves and exits 75 when its budget is spent, and the retries rerun it.
 
 
 rule train_score_model:
@@ -14,12 +16,13 @@ rule train_score_model:
         f"{LOGS}/train_score_model/{{model}}.log",
     benchmark:
         f"{BENCH}/train_score_model/{{model}}.tsv"
+    retries: get_training_retries()
     conda:
         "../../envs/torch.yaml"
-    threads: THREADS
+    threads: THREADS * TRAIN_GPUS
     resources:
-        gpu=GPUS,
-        mem_mb=8000,
+        gpu=GPUS * TRAIN_GPUS,
+        mem_mb=8000 * TRAIN_GPUS,
         runtime=240,
     params:
         net=cfg_keys(
@@ -28,7 +31,7 @@ rule train_score_model:
         label_dropout=get_label_dropout,
         sigma_min=cfg("sde/sigma_min"),
         sigma_max=cfg("sde/sigma_max"),
-        training=cfg("training"),
+        training=get_training_settings(),
         seed=cfg("seed"),
         state_dir=f"{RESULTS}/state/{{model}}",
     script:

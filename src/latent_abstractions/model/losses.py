@@ -108,6 +108,23 @@ def sigma_sampler(name: str, sde: VESDE, *, p_mean: float, p_std: float) -> Sigm
     raise ValueError(f"sigma sampling must be one of {list(SIGMA_SAMPLINGS)}, got {name!r}")
 
 
+def draw_noise(
+    sampler: SigmaSampler,
+    shape: tuple[int, ...],
+    device,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise levels (B,) and standard normal noise ``shape`` of one training batch, in :func:`dsm_loss`'s order.
+
+    A caller that splits a batch (over data-parallel ranks, or into micro-batches) draws the whole batch's noise
+    once here and passes each part's slice to :func:`dsm_loss`, so the parts see exactly what one pass would.
+    """
+    sigma = sampler(shape[0], device, generator)
+    z = torch.randn(shape, device=device, generator=generator, dtype=dtype)
+    return sigma, z
+
+
 def dsm_loss(
     net: torch.nn.Module,
     x0: torch.Tensor,
@@ -117,6 +134,7 @@ def dsm_loss(
     weighting: Weighting = sigma2,
     sigma_data: float = 0.5,
     generator: torch.Generator | None = None,
+    noise: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean over the batch of w(sigma) || sigma * s(x0 + sigma z, sigma) + z ||^2 (summed over pixels).
 
@@ -128,9 +146,14 @@ def dsm_loss(
         weighting: w(sigma, sigma_data) (:func:`sigma2`, :func:`edm`, :func:`geometric`).
         sigma_data: the data's std, passed to the weighting.
         generator: RNG for sigma, then z (for reproducible, resumable training).
+        noise: (sigma, z) drawn beforehand (:func:`draw_noise`) for exactly these rows; None: drawn here.
     """
-    sigma = sampler(x0.shape[0], x0.device, generator)
-    z = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    if noise is None:
+        sigma, z = draw_noise(sampler, tuple(x0.shape), x0.device, generator, x0.dtype)
+    else:
+        sigma, z = noise
+        if sigma.shape != x0.shape[:1] or z.shape != x0.shape:
+            raise ValueError(f"noise of shapes {tuple(sigma.shape)}, {tuple(z.shape)} for images {tuple(x0.shape)}")
     y = x0 + sigma[:, None, None, None] * z
     score = net(y, sigma, labels)
     err = sigma[:, None, None, None] * score.float() + z

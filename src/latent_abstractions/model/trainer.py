@@ -10,10 +10,24 @@ costs ``checkpoint_every`` steps and a warning instead of the whole run.
 
 On CUDA: bf16 autocast, channels_last, TF32 off unless asked, the dataset held on the GPU as uint8, batches
 drawn by a device generator, losses accumulated on the device and read back only every ``log_every`` steps.
+
+Data parallel (``ranks``: one process per GPU, started by torchrun): the global batch stays ``batch_size``.
+Every rank draws the whole batch (indices, label dropout, noise levels, noise) from the same seeded stream and
+keeps its contiguous slice; each slice's loss is weighted by its share of the batch and DDP sums the gradients,
+so the step is the one-process step up to the order of the floating-point sums. Micro-batches (``micro_batch``)
+split a rank's slice the same way, accumulating gradients before one optimiser step. Dropout masks, which a rank
+draws for its rows alone, come from a stream per rank reseeded at every step (``rng.rank_step_seed``). Rank 0
+alone writes checkpoints; a checkpoint resumes on any number of ranks. One process computing its whole batch
+in one pass (the default) takes the single-device step, op for op.
+
+Segments: with ``segment_minutes`` set, training stops at the first log row after that much wall time, saves
+its state and raises :class:`SegmentEnded`; run again, it resumes there and ends bitwise equal to an
+uninterrupted run (one process on the CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,14 +41,25 @@ import torch
 from tqdm import tqdm
 
 from ..io import atomic_path
-from ..runtime import set_numerics
+from ..rng import rank_step_seed
+from ..runtime import Ranks, set_numerics
 from .ema import EMA
-from .losses import drop_labels, dsm_loss, sigma_sampler, weighting
+from .losses import draw_noise, drop_labels, dsm_loss, sigma_sampler, weighting
 from .precond import ScoreNetwork, build_score_network
 from .sde import VESDE
 
 log = logging.getLogger(__name__)
-_CADENCE = ("steps", "checkpoint_every", "log_every")  # settings that do not change the training trajectory
+# Settings that do not change the training trajectory (micro-batches only the order of float sums), so a
+# checkpoint resumes across them.
+_CADENCE = ("steps", "checkpoint_every", "log_every", "micro_batch", "segment_minutes")
+
+
+class SegmentEnded(Exception):
+    """Training used its wall-clock budget (``segment_minutes``) and saved its state at ``step`` of ``steps``."""
+
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"training segment ended at step {step} of {steps}; run again to resume")
+        self.step, self.steps = step, steps
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,8 @@ class TrainSettings:
     p_mean: float = -1.2  # log-normal noise levels: mean of log sigma
     p_std: float = 1.2  # log-normal noise levels: std of log sigma
     seed: int = 0
+    micro_batch: int | None = None  # rows per forward/backward pass on one device; None: the device's whole share
+    segment_minutes: float | None = None  # wall-clock budget of one run (checked at log rows); None: no limit
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
@@ -166,6 +193,22 @@ def _load_checkpoint(state_dir: Path, hparams: dict, max_step: int) -> dict | No
     return ckpt
 
 
+def _sum_gradients(state, bucket):
+    """DDP communication hook: sum the ranks' gradients (each rank's loss already carries its share 1 / world of
+    the batch's weight), where DDP's default would average them."""
+    import torch.distributed as dist
+
+    work = dist.all_reduce(bucket.buffer(), async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+def _slice(batch_size: int, ranks: Ranks | None) -> tuple[int, int]:
+    """Rows [lo, hi) of the global batch that this rank computes: contiguous, sizes differ by at most one."""
+    if ranks is None:
+        return 0, batch_size
+    return ranks.rank * batch_size // ranks.world_size, (ranks.rank + 1) * batch_size // ranks.world_size
+
+
 def fit_score_model(
     images: torch.Tensor,
     labels: torch.Tensor | None,
@@ -176,6 +219,7 @@ def fit_score_model(
     state_dir: str | Path,
     device: torch.device,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> tuple[ScoreNetwork, pd.DataFrame, dict]:
     """Train an NCSN++ score network, resuming from ``state_dir`` when it holds a matching checkpoint.
 
@@ -189,13 +233,26 @@ def fit_score_model(
         settings: optimisation settings.
         state_dir: where resumable checkpoints live.
         device: where to train.
+        ranks: this process's place in a data-parallel job whose process group it has joined
+            (``runtime.join_process_group``); None: the only process.
 
     Returns:
         (score network with the EMA weights, in eval mode, on ``device``; loss log; info dict with
-        ``resumed_from`` step and wall-clock seconds).
+        ``resumed_from`` step and wall-clock seconds). Every rank returns the same.
+
+    Raises:
+        SegmentEnded: when ``settings.segment_minutes`` ran out before the last step (the state is saved).
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    world = ranks.world_size if ranks is not None else 1
+    main = ranks is None or ranks.is_main
+    if settings.batch_size < world:
+        raise ValueError(f"training.batch_size ({settings.batch_size}) must be at least the {world} processes")
+    if settings.micro_batch is not None and settings.micro_batch < 1:
+        raise ValueError(f"training.micro_batch must be a positive number of rows or null, got {settings.micro_batch}")
+    if settings.segment_minutes is not None and not settings.segment_minutes > 0:
+        raise ValueError(f"training.segment_minutes must be positive or null, got {settings.segment_minutes}")
     state_dir = Path(state_dir)
     cuda = device.type == "cuda"
     if cuda:
@@ -247,34 +304,104 @@ def fit_score_model(
 
     data = images.to(device)
     lab = labels.to(device) if labels is not None else None
-    model = torch.compile(net) if (settings.compile and cuda) else net
+    lo, hi = _slice(settings.batch_size, ranks)
+    micro = min(settings.micro_batch or hi - lo, hi - lo)
+    whole_batch = world == 1 and micro == settings.batch_size  # one pass over the batch on the only process
+    ddp = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # the buffers (Fourier frequencies, data mean) never change: no broadcast before every forward
+        ddp = DistributedDataParallel(net, device_ids=[device.index] if cuda else None, forward_sync_buffers=False)
+        ddp.register_comm_hook(None, _sum_gradients)
+        log.info(
+            "rank %d of %d: rows %d-%d of each batch of %d, %d per pass",
+            ranks.rank,
+            world,
+            lo,
+            hi - 1,
+            settings.batch_size,
+            micro,
+        )
+    wrapped = ddp if ddp is not None else net
+    model = torch.compile(wrapped) if (settings.compile and cuda) else wrapped
     n = data.shape[0]
     layout = torch.channels_last if cuda else torch.contiguous_format
+
+    def batch_loss(x0, y, noise=None):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
+            return dsm_loss(
+                model,
+                x0,
+                y,
+                sampler=sampler,
+                weighting=loss_weight,
+                sigma_data=sigma_data,
+                generator=gen,
+                noise=noise,
+            )
+
+    def split_step() -> torch.Tensor:
+        """Gradients of the whole batch's loss from this rank's rows, ``micro`` rows per pass; its loss."""
+        b = settings.batch_size
+        idx = torch.randint(n, (b,), device=device, generator=gen)
+        y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
+        sigma, z = draw_noise(sampler, (b, *data.shape[1:]), device, gen)
+        total = torch.zeros((), device=device)
+        starts = range(lo, hi, micro)
+        for k, a in enumerate(starts):
+            e = min(a + micro, hi)
+            x0 = data[idx[a:e]].float().div_(255.0).contiguous(memory_format=layout)
+            # gradients are reduced over the ranks once, after the last pass
+            sync = contextlib.nullcontext() if ddp is None or k == len(starts) - 1 else ddp.no_sync()
+            with sync:
+                part = batch_loss(x0, y[a:e] if y is not None else None, (sigma[a:e], z[a:e])) * ((e - a) / b)
+                part.backward()
+            total += part.detach()
+        if ddp is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(total)
+        return total
+
     acc = torch.zeros((), device=device)  # loss summed since the last log row (kept on the device)
     acc_n = 0
     if acc_state is not None:
         acc, acc_n = acc_state[0].to(device), acc_state[1]
     t0 = time.perf_counter()
     elapsed0 = rows[-1]["seconds"] if rows else 0.0
+    budget = settings.segment_minutes * 60.0 if settings.segment_minutes is not None else None
     net.train()
-    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=not progress, mininterval=5)
+    bar = tqdm(
+        total=settings.steps, initial=step, desc="train", unit="step", disable=not (progress and main), mininterval=5
+    )
     while step < settings.steps:
         for group in opt.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup_steps))
-        idx = torch.randint(n, (settings.batch_size,), device=device, generator=gen)
-        x0 = data[idx].float().div_(255.0).contiguous(memory_format=layout)
-        y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
-            loss = dsm_loss(model, x0, y, sampler=sampler, weighting=loss_weight, sigma_data=sigma_data, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if world > 1:  # each rank's own dropout masks (everything else is drawn alike on every rank)
+            own = rank_step_seed(settings.seed, ranks.rank, step)
+            torch.default_generator.manual_seed(own)
+            if cuda:
+                torch.cuda.manual_seed(own)  # this rank's GPU only
+        if whole_batch:
+            idx = torch.randint(n, (settings.batch_size,), device=device, generator=gen)
+            x0 = data[idx].float().div_(255.0).contiguous(memory_format=layout)
+            y = drop_labels(lab[idx], settings.label_dropout, gen) if lab is not None else None
+            loss = batch_loss(x0, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            loss = loss.detach()
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss = split_step()
         torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
         opt.step()
         ema.update(net)
-        acc += loss.detach()
+        acc += loss
         acc_n += 1
         step += 1
         bar.update(1)
+        stop = False
         if step % settings.log_every == 0 or step == settings.steps:
             mean = float(acc) / acc_n  # the only host-device sync, every log_every steps
             rows.append(
@@ -289,7 +416,9 @@ def fit_score_model(
             bar.set_postfix(loss=f"{mean:.4g}")
             acc.zero_()
             acc_n = 0
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if budget is not None and step < settings.steps:
+                stop = _agree(time.perf_counter() - t0 > budget, ranks, device)
+        if main and (step % settings.checkpoint_every == 0 or step == settings.steps or stop):
             _save_checkpoint(
                 state_dir,
                 hparams,
@@ -304,11 +433,32 @@ def fit_score_model(
                     "acc_n": acc_n,
                 },
             )
+        if stop:
+            bar.close()
+            log.info(
+                "stopping after %.1f min (segment_minutes %g) at step %d of %d; the state is saved",
+                (time.perf_counter() - t0) / 60,
+                settings.segment_minutes,
+                step,
+                settings.steps,
+            )
+            raise SegmentEnded(step, settings.steps)
     bar.close()
     ema.copy_to(net)
     net.eval()
     info = {"resumed_from": resumed_from, "seconds": time.perf_counter() - t0}
     return net, pd.DataFrame(rows, columns=["step", "loss", "lr", "images_seen", "seconds"]), info
+
+
+def _agree(over: bool, ranks: Ranks | None, device: torch.device) -> bool:
+    """Rank 0's answer to "is the time budget spent?", on every rank (they must stop at the same step)."""
+    if ranks is None:
+        return over
+    import torch.distributed as dist
+
+    flag = torch.tensor(float(over), device=device)
+    dist.broadcast(flag, 0)
+    return bool(flag.item())
 
 
 def data_statistics(images: torch.Tensor, per: str = "image", chunk: int = 4096) -> tuple[list[float], float]:
