@@ -127,7 +127,8 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(cluster, tiny
     print("\nSlurm job table (first run):\n" + jobs.to_string(index=False))
     assert set(jobs["rule"]) == SLURM_RULES, jobs
     assert (jobs["state"] == "COMPLETED").all(), jobs
-    assert len(jobs) == len(SLURM_RULES) + 2  # two score models and two sample jobs
+    # two score models, two sample jobs, and MI and forking each on the network and on the exact score
+    assert len(jobs) == len(SLURM_RULES) + 4
     # the plugin's own per-job logs name the same job ids
     logged = {int(p.stem) for p in (wf / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(jobs["job_id"]) <= logged
