@@ -136,7 +136,7 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
     )
     parts += [
         "<h3>How far each measured curve is from the exact filter</h3>",
-        f"<ul>{refs}</ul><p>Gaps are exact − learned over the shared τ grid; τ columns: first τ at "
+        f"<ul>{refs}</ul><p>Gaps are exact − measured over the shared τ grid; τ columns: first τ at "
         f"{int(gaps['threshold'].iloc[0] * 100) if len(gaps) else 50}% of each curve's range "
         "(forking: of its fall), and their difference (learned − exact).</p>",
         *criteria_summary(gaps, emergence),
