@@ -3,6 +3,7 @@ stage on a small rendered file, and the figures' exact overlays."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,7 @@ def test_agreement_criteria_known_answers():
         exact_table(),
         0.5,
     ).set_index(["measurement", "factor"])
+    assert set(g["score"]) == {"network"}  # tables without a score column are the network's
     n = len(TAUS)
     expected = {
         ("probes", "shape"): n - 1,
@@ -120,6 +122,31 @@ def test_agreement_criteria_known_answers():
         assert g.loc[key, "taus_within"] == count, key
         assert g.loc[key, "agrees"] == (count == n), key
     assert set(g["criterion"]) >= {"CI low <= Bayes accuracy"}
+
+
+def test_each_score_gets_its_own_rows_against_the_same_reference():
+    """The network's and the exact score's curves of one measurement: one row each per factor, gaps to one reference."""
+    exact = exact_table()
+    ref = exact[exact["mixture"] == "all"]
+    on_exact = ref.assign(mi=ref["mi"] - ref["mi_at_noise"], se=0.01, n_levels=4)
+    on_exact = on_exact[["tau", "factor", "mi", "se", "n_levels"]]
+    on_network = on_exact.assign(mi=on_exact["mi"] - 0.3)  # 0.3 nats short at every tau: over the 0.15 tolerance
+    probes = ref.assign(accuracy=ref["bayes_accuracy"], ci_low=ref["bayes_accuracy"])
+    probes = probes[["tau", "factor", "accuracy", "ci_low"]]
+    both = pd.concat([on_network.assign(score="network"), on_exact.assign(score="exact")])
+    g = agreement_table({"probes": probes, "mutual_info": both}, exact)
+    assert list(g[["measurement", "score"]].drop_duplicates().itertuples(index=False, name=None)) == [
+        ("probes", "network"),
+        ("mutual_info", "network"),
+        ("mutual_info", "exact"),
+    ]
+    assert list(g.columns[:3]) == ["measurement", "score", "factor"] and len(g) == 3 * len(FACTOR_NAMES)
+    m = g[g["measurement"] == "mutual_info"].set_index(["score", "factor"])
+    assert (m.loc["exact", "max_abs_gap"] == 0).all() and m.loc["exact", "agrees"].all()
+    assert np.allclose(m.loc["network", "max_abs_gap"], 0.3) and not m.loc["network", "agrees"].any()
+    assert (m.loc["network", "taus_within"] == 0).all() and (m.loc["exact", "taus_within"] == len(TAUS)).all()
+    with pytest.raises(ValueError, match=r"score\(s\) \['ema'\]; expected values of \('network', 'exact'\)"):
+        agreement_table({"mutual_info": on_exact.assign(score="ema")}, exact)
 
 
 def test_agreement_criterion_names_a_missing_column():
@@ -238,7 +265,13 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
             for t in taus
         ]
     )
-    gaps = agreement_table({"mutual_info": mi, "forking": fork}, exact)
+    # the same measurements on the exact score: the exact filter's own curves (a control that agrees everywhere)
+    ref = exact[exact["mixture"] == "all"]
+    mi_exact = ref.assign(mi=ref["mi"] - ref["mi_at_noise"], se=0.01, ceiling=math.log(2))
+    fork_exact = ref.assign(entropy=ref["entropy_k"], ci_low=ref["entropy_k"], ci_high=ref["entropy_k"])
+    mi_both = pd.concat([mi.assign(score="network"), mi_exact[mi.columns].assign(score="exact")])
+    fork_both = pd.concat([fork.assign(score="network"), fork_exact[fork.columns].assign(score="exact")])
+    gaps = agreement_table({"mutual_info": mi_both, "forking": fork_both}, exact)
     captured = {}
     real_save = plotting.save
 
@@ -248,7 +281,7 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
 
     plotting.save = keep
     try:
-        plotting.draw_agreement(mi, fork, exact, gaps, tmp_path / "agreement.pdf")
+        plotting.draw_agreement(mi_both, fork_both, exact, gaps, tmp_path / "agreement.pdf")
     finally:
         plotting.save = real_save
     axes = captured["axes"]
@@ -262,8 +295,13 @@ def test_agreement_figure_draws_each_criterions_range(small_run, tmp_path):
     low_high = bottom.collections[0].get_paths()[0].vertices[:, 1]
     assert low_high.max() == pytest.approx(e["entropy_k_high"].max())
     assert low_high.min() == pytest.approx(e["entropy_k_low"].min())
-    row = gaps.set_index(["measurement", "factor"]).loc[("forking", "shape")]
-    assert f"{row['taus_within']} of {row['n_taus']} τ within" in bottom.get_title()
+    rows = gaps.set_index(["measurement", "score", "factor"])
+    net, ex = rows.loc[("forking", "network", "shape")], rows.loc[("forking", "exact", "shape")]
+    assert ex["taus_within"] == ex["n_taus"]  # the exact filter's own curve meets every criterion
+    assert f"net {net['taus_within']}/{net['n_taus']}, exact {ex['n_taus']}/{ex['n_taus']}" in bottom.get_title()
+    # both scores are drawn: the network's curve and the exact score's (on the exact reference, so hidden under it)
+    ys = [line.get_ydata() for line in top.lines if line.get_linestyle() == "-."]
+    assert len(ys) == 1 and np.allclose(ys[0], gain)
 
 
 def test_report_counts_agreeing_factors_and_leaves_out_unmeasurable_ones():
@@ -279,8 +317,29 @@ def test_report_counts_agreeing_factors_and_leaves_out_unmeasurable_ones():
     )
     emergence = pd.DataFrame({"factor": ["floor_hue", "wall_hue", "orientation"], "measurable": [True, True, False]})
     text = "".join(criteria_summary(gaps, emergence))
-    assert "<b>forking</b> (c): 1 of 2 factors at every τ (floor_hue)" in text
-    assert "<b>mutual_info</b> (d): 0 of 1 factors at every τ (none)" in text
+    assert "<b>forking</b> on the network (c): 1 of 2 factors at every τ (floor_hue)" in text
+    assert "<b>mutual_info</b> on the network (d): 0 of 1 factors at every τ (none)" in text
+    exact_rows = gaps.assign(score="exact", agrees=True)
+    text = "".join(criteria_summary(pd.concat([gaps.assign(score="network"), exact_rows]), emergence))
+    assert "<b>forking</b> on the exact score (c): 2 of 2 factors at every τ (floor_hue, wall_hue)" in text
+    assert "<b>forking</b> on the network (c): 1 of 2" in text
     assert "not counted: orientation" in text
     assert "2 of 3" in "".join(criteria_summary(gaps, emergence.drop(columns=["measurable"])))
     assert criteria_summary(gaps.drop(columns=["agrees"]), emergence) == []
+
+
+def test_report_shows_the_network_and_the_exact_score_rows_side_by_side(small_run):
+    from latent_abstractions.report.html import exact_section
+
+    _, exact = small_run
+    ref = exact[exact["mixture"] == "all"]
+    mi = ref.assign(mi=ref["mi"] - ref["mi_at_noise"], se=0.01)[["tau", "factor", "mi", "se", "n_levels"]]
+    both = pd.concat([mi.assign(mi=mi["mi"] + 0.4, score="network"), mi.assign(score="exact")])
+    gaps = agreement_table({"mutual_info": both}, exact)
+    emergence = pd.DataFrame(columns=["measurement", "factor", "threshold", "tau"])
+    text = "".join(exact_section(exact, gaps, emergence))
+    table = text[text.index("<table", text.index("How far each measured curve")) :]
+    assert re.findall(r"<th>([^<]*)</th>", table)[:3] == ["measurement (vs)", "score", "factor"]
+    assert re.findall(r"<td>(network|exact)</td>", table) == ["network"] * 6 + ["exact"] * 6
+    assert "<b>mutual_info</b> on the exact score" in text and "<b>mutual_info</b> on the network" in text
+    assert "the gap is the network's" in text  # the report says what the exact-score rows are for

@@ -140,7 +140,8 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(
     print("\nSlurm job table (first run):\n" + jobs.to_string(index=False))
     assert set(jobs["rule"]) == cluster_rules, jobs
     assert (jobs["state"] == "COMPLETED").all(), jobs
-    assert len(jobs) == len(cluster_rules) + 2  # two score models and two sample jobs
+    # two score models, two sample jobs, and MI and forking each on the network and on the exact score
+    assert len(jobs) == len(cluster_rules) + 4
     # the plugin's own per-job logs name the same job ids
     logged = {int(p.stem) for p in (wf / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(jobs["job_id"]) <= logged

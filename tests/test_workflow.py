@@ -6,6 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_RUN_ARGS, run_snakemake
@@ -37,6 +38,14 @@ def test_dry_run_lists_every_stage(workflow_copy):
     ):
         assert rule in jobs, f"{rule} missing from the dry run:\n{proc.stdout[-3000:]}"
     assert "download_shapes3d" not in jobs  # only the configured dataset source is in the DAG
+    # MI and forking run on the network and on the exact score; the exact-score jobs read no network file
+    for rule, table in (("estimate_mutual_information", "mutual_info"), ("run_forking", "forking")):
+        blocks = re.findall(rf"^rule {rule}:\n((?:    .*\n)+)", proc.stdout, flags=re.M)
+        exact = [b for b in blocks if f"tables/{table}_exact.parquet" in b]
+        network = [b for b in blocks if f"tables/{table}.parquet" in b]
+        assert len(blocks) == 2 and len(exact) == 1 and len(network) == 1, blocks
+        score_net = re.compile(r"models/(un)?cond/model\.pt")  # the classifier still labels the forks
+        assert score_net.search(network[0]) and not score_net.search(exact[0].split("output:")[0]), blocks
 
 
 def _digest(path: Path) -> str:
@@ -48,20 +57,61 @@ def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
     res = workflow_copy / "results" / "tiny"
     assert (res / "report" / "report.html").stat().st_size > 10_000
 
-    tables = {
-        name: pd.read_parquet(res / "tables" / f"{name}.parquet") for name in ("probes", "mutual_info", "forking")
-    }
+    names = ("probes", "mutual_info", "forking", "mutual_info_exact", "forking_exact")
+    tables = {name: pd.read_parquet(res / "tables" / f"{name}.parquet") for name in names}
     n_tau = 4  # config/tiny.yaml taus.n
     for name, df in tables.items():
         assert set(df["factor"]) == {"floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"}, name
         assert df["tau"].nunique() == n_tau, name
-    # Known answers: forks started at the data end (tau = 1) are the same image, so every factor's fork entropy
-    # is 0 there; the MI estimate is 0 at tau = 0 and, an integral of a non-negative integrand, never falls.
-    fork = tables["forking"]
-    assert (fork.loc[fork["tau"] == 1.0, "entropy"] == 0).all()
-    mi = tables["mutual_info"].sort_values(["factor", "tau"])
-    assert (mi.loc[mi["tau"] == 0.0, "mi"] == 0).all()
-    assert (mi.groupby("factor")["mi"].diff().dropna() >= 0).all()
+    exact = pd.read_parquet(res / "tables" / "exact_filter.parquet")
+    exact = exact[exact["mixture"] == "all"].set_index(["factor", "tau"])
+
+    # Known answers: MI and forking measured on the exact score (no network) against the exact filter, which is
+    # computed another way (from the posterior over the file's images). They fail if the MI estimator, the sampler,
+    # the exact score, the SDE the rules share or the forks' labelling is wrong. On the tiny complete grid:
+    # the MI estimate of I(Y_tau) - I(Y_0) within 3 SE of the exact filter's at every tau (both are Monte Carlo
+    # estimates: the SE of their difference holds the estimator's and the filter's at tau and at tau = 0)...
+    mi = tables["mutual_info_exact"]
+    ref = exact.loc[mi.set_index(["factor", "tau"]).index]
+    gain = (ref["mi"] - ref["mi_at_noise"]).to_numpy()
+    noise_se = exact.xs(0.0, level="tau")["mi_se"].reindex(mi["factor"]).to_numpy()
+    se = np.sqrt(mi["se"].to_numpy() ** 2 + ref["mi_se"].to_numpy() ** 2 + noise_se**2)
+    off = np.abs(mi["mi"].to_numpy() - gain) > 3 * se + 1e-9
+    assert not off.any(), mi.assign(exact=gain, se_both=se)[off]
+    assert gain.max() > 0.5  # not two curves near zero
+    # ...and the mean fork entropy inside the range where the same measurement (as many bases and forks) lands on
+    # the exact law 95% of the time; late in generation that range is [0, 0]: every fork of every base must agree.
+    fork = tables["forking_exact"]
+    ref = exact.loc[fork.set_index(["factor", "tau"]).index]
+    inside = (ref["entropy_k_low"].to_numpy() - 1e-9 <= fork["entropy"].to_numpy()) & (
+        fork["entropy"].to_numpy() <= ref["entropy_k_high"].to_numpy() + 1e-9
+    )
+    assert inside.all(), fork.assign(low=ref["entropy_k_low"].to_numpy(), high=ref["entropy_k_high"].to_numpy())
+    late = sorted(set(fork["tau"]))[-2]  # 2/3
+    assert (exact.xs(late, level="tau")["entropy_k_high"] == 0).all()
+    # The agreement table holds both scores of MI and forking (the probes run on the network only).
+    gaps = pd.read_parquet(res / "tables" / "agreement.parquet")
+    assert gaps.groupby("measurement")["score"].agg(set).to_dict() == {
+        "probes": {"network"},
+        "mutual_info": {"network", "exact"},
+        "forking": {"network", "exact"},
+    }
+
+    # Invariants: these hold for any model by construction, so they check the bookkeeping, not the science.
+    # The exact-score runs use the network's settings (only the score differs).
+    for name in ("mutual_info", "forking"):
+        a, b = tables[name], tables[f"{name}_exact"]
+        same = [c for c in a.columns if c not in ("mi", "se", "entropy", "ci_low", "ci_high", "checkpoint")]
+        pd.testing.assert_frame_equal(a[same], b[same], obj=name)
+        assert (b["checkpoint"] == "exact").all() and (a["checkpoint"] != "exact").all()
+    for name in ("forking", "forking_exact"):  # forks started at the data end (tau = 1) are one image
+        fork = tables[name]
+        assert (fork.loc[fork["tau"] == 1.0, "entropy"] == 0).all(), name
+    for name in ("mutual_info", "mutual_info_exact"):  # 0 at tau = 0; an integral of a square never falls
+        mi = tables[name].sort_values(["factor", "tau"])
+        assert (mi.loc[mi["tau"] == 0.0, "mi"] == 0).all(), name
+        # (up to rounding: where the exact score's integrand is 0 the mean over images may move by 1 ulp)
+        assert (mi.groupby("factor")["mi"].diff().dropna() >= -1e-12).all(), name
 
     # Nothing left to do, and the same config gives the same Parquet when recomputed.
     proc = run_snakemake(workflow_copy, "-n", *TINY, timeout=120)
@@ -77,8 +127,8 @@ def test_tiny_workflow_end_to_end_and_deterministic(tiny_run):
         timeout=900,
     )
     after = {p.name: _digest(p) for p in (res / "tables").glob("*.parquet")}
-    for name in ("probes.parquet", "mutual_info.parquet", "forking.parquet"):
-        assert after[name] == before[name], f"{name} changed when recomputed with the same config"
+    for name in ("probes", *(f"{m}{s}" for m in ("mutual_info", "forking") for s in ("", "_exact"))):
+        assert after[f"{name}.parquet"] == before[f"{name}.parquet"], f"{name} changed when recomputed"
 
 
 def test_dataset_source_path_uses_the_users_file(workflow_copy, tmp_path):
@@ -139,4 +189,5 @@ def test_a_config_change_reruns_exactly_the_rules_that_use_it(tiny_run, patch, e
     assert not jobs & MEASUREMENT_RULES - expected
     if "label_dropout" in patch:
         assert "model=uncond" not in proc.stdout
+        assert "score=_exact" not in proc.stdout  # the exact score has no network to retrain
     assert "Params have changed since last execution" in proc.stdout

@@ -19,6 +19,7 @@ check_config_or_exit(config, os.path.join(workflow.basedir, "workflow", "schemas
 
 from latent_abstractions import SCORE_MODELS  # noqa: E402
 from latent_abstractions.data.factors import FACTOR_NAMES  # noqa: E402
+from latent_abstractions.measure.agreement import SCORES  # noqa: E402
 from latent_abstractions.runtime import TRAINING_EXECUTION_KEYS  # noqa: E402
 from latent_abstractions.taus import tau_grid  # noqa: E402
 
@@ -30,10 +31,14 @@ LOGS = f"results/{RUN}/logs"
 BENCH = f"results/{RUN}/benchmarks"
 # The score models ({model} wildcard): the unconditional and the factor-conditional network.
 MODELS = list(SCORE_MODELS)
+# The scores MI and forking run on ({score} wildcard): a file-name suffix per score, none for the network (its
+# files keep their names: tables/mutual_info.parquet) and "_exact" for the exact score (mutual_info_exact.parquet).
+SCORE_SUFFIX = {score: "" if score == "network" else f"_{score}" for score in SCORES}
 
 
 wildcard_constraints:
     model="|".join(MODELS),
+    score="|".join(SCORE_SUFFIX.values()),
 
 
 def detect_gpus():
@@ -138,6 +143,37 @@ def model_file(model, name):
     return f"{RESULTS}/models/{model}/{name}"
 
 
+# --- the {score} wildcard of the MI and forking rules (measure.smk) ---
+
+
+def get_score(wildcards):
+    """The score a job runs on ("network" / "exact"), from its {score} suffix."""
+    return next(score for score, suffix in SCORE_SUFFIX.items() if suffix == wildcards.score)
+
+
+def get_score_inputs(model, dataset=False):
+    """Input function of a measurement on the {score} wildcard: the network ``model``'s files, or for the exact score
+    its SDE (the unconditional model's hparams.json, as compute_exact_filter reads it, so every curve walks one path)
+    and, with ``dataset``, the data file whose exact score it is; no network file."""
+
+    def inputs(wildcards):
+        if get_score(wildcards) == "network":
+            return {"model": model_file(model, "model.pt"), "hparams": model_file(model, "hparams.json")}
+        return {"hparams": model_file("uncond", "hparams.json"), **({"h5": get_dataset()} if dataset else {})}
+
+    return inputs
+
+
+def for_score(path, score):
+    """``path`` (a rule's output or log with the {score} wildcard) for the score ``score`` ("network" / "exact")."""
+    return expand(path, score=SCORE_SUFFIX[score])[0]
+
+
+def for_scores(path):
+    """``path`` for every score, in SCORES order."""
+    return expand(path, score=SCORE_SUFFIX.values())
+
+
 # --- report (report.smk) ---
 
 
@@ -162,8 +198,8 @@ def get_benchmarks():
         rules.train_classifier.benchmark,
         rules.extract_features.benchmark,
         rules.fit_linear_probes.benchmark,
-        rules.estimate_mutual_information.benchmark,
-        rules.run_forking.benchmark,
+        *for_scores(rules.estimate_mutual_information.benchmark),
+        *for_scores(rules.run_forking.benchmark),
         rules.compute_exact_filter.benchmark,
     ]
     if config["dataset"]["source"] == "synthetic":
@@ -172,7 +208,8 @@ def get_benchmarks():
 
 
 def get_final_outputs():
-    """The default target list (the `all` rule): the report, every figure (PDF and PNG), every table and the fork strips."""
+    """The default target list (the `all` rule): the report, every figure (PDF and PNG), every table (the MI and
+    forking tables on each score) and the network's fork strips."""
     return [
         rules.split_dataset.output.split,
         rules.plot_contact_sheet.output.png,
@@ -180,9 +217,9 @@ def get_final_outputs():
         *expand(rules.sample_images.output.grid, model=MODELS),
         *expand(rules.sample_images.output.scores, model=MODELS),
         rules.fit_linear_probes.output.table,
-        rules.estimate_mutual_information.output.table,
-        rules.run_forking.output.table,
-        rules.run_forking.output.strips,
+        *for_scores(rules.estimate_mutual_information.output.table),
+        *for_scores(rules.run_forking.output.table),
+        for_score(rules.run_forking.output.strips, "network"),
         rules.compute_exact_filter.output.table,
         rules.make_report.output.html,
         rules.plot_probes.output.pdf,

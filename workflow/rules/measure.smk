@@ -60,16 +60,15 @@ rule fit_linear_probes:
 
 rule estimate_mutual_information:
     input:
-        model=model_file("cond", "model.pt"),
-        hparams=model_file("cond", "hparams.json"),
+        unpack(get_score_inputs("cond")),
         h5=get_dataset(),
         split=rules.split_dataset.output.split,
     output:
-        table=f"{RESULTS}/tables/mutual_info.parquet",
+        table=f"{RESULTS}/tables/mutual_info{{score}}.parquet",
     log:
-        f"{LOGS}/estimate_mutual_information/estimate_mutual_information.log",
+        f"{LOGS}/estimate_mutual_information/estimate_mutual_information{{score}}.log",
     benchmark:
-        f"{BENCH}/estimate_mutual_information/estimate_mutual_information.tsv"
+        f"{BENCH}/estimate_mutual_information/estimate_mutual_information{{score}}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: THREADS
@@ -78,6 +77,7 @@ rule estimate_mutual_information:
         mem_mb=8000,
         runtime=120,
     params:
+        score=get_score,
         taus=get_taus(),
         n_images=cfg("mutual_info/n_images"),
         n_times=cfg("mutual_info/n_times"),
@@ -90,17 +90,16 @@ rule estimate_mutual_information:
 
 rule run_forking:
     input:
-        model=model_file("uncond", "model.pt"),
-        hparams=model_file("uncond", "hparams.json"),
+        unpack(get_score_inputs("uncond", dataset=True)),
         classifier=rules.train_classifier.output.model,
         classifier_hparams=rules.train_classifier.output.hparams,
     output:
-        table=f"{RESULTS}/tables/forking.parquet",
-        strips=f"{RESULTS}/forking/strips.h5",
+        table=f"{RESULTS}/tables/forking{{score}}.parquet",
+        strips=f"{RESULTS}/forking/strips{{score}}.h5",
     log:
-        f"{LOGS}/run_forking/run_forking.log",
+        f"{LOGS}/run_forking/run_forking{{score}}.log",
     benchmark:
-        f"{BENCH}/run_forking/run_forking.tsv"
+        f"{BENCH}/run_forking/run_forking{{score}}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: THREADS
@@ -109,6 +108,7 @@ rule run_forking:
         mem_mb=8000,
         runtime=120,
     params:
+        score=get_score,
         taus=get_taus(),
         n_base=cfg("forking/n_base"),
         n_forks=cfg("forking/n_forks"),
@@ -119,6 +119,6 @@ rule run_forking:
         snr=cfg("sampling/snr"),
         seed=cfg("seed"),
         # each tau's results as it is done (not an output: survives a killed job, which resumes from it)
-        partial_dir=f"{RESULTS}/state/forking",
+        partial_dir=f"{RESULTS}/state/forking{{score}}",
     script:
         "../scripts/run_forking.py"

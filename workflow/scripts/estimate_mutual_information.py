@@ -1,4 +1,4 @@
-"""Snakemake adapter: I(Y_tau; factor) from the conditional score network."""
+"""Snakemake adapter: I(Y_tau; factor) from the conditional score network or the exact score ({score})."""
 
 from latent_abstractions.runtime import rule_logging, select_device
 
@@ -7,11 +7,12 @@ with rule_logging(snakemake.log[0], snakemake.rule):
 
     inp, par = snakemake.input, snakemake.params
     estimate_mutual_information(
-        inp.model,
+        inp.get("model"),  # none for the exact score
         inp.hparams,
         inp.h5,
         inp.split,
         snakemake.output.table,
+        score=par.score,
         taus=par.taus,
         n_images=par.n_images,
         n_times=par.n_times,

@@ -1,4 +1,5 @@
-"""Snakemake adapter: emergence times of each factor under the three measurements, and their agreement."""
+"""Snakemake adapter: emergence times of each factor under the three measurements, their agreement, and the
+gaps of the network's and the exact score's curves to the exact filter."""
 
 from latent_abstractions.runtime import rule_logging
 
@@ -14,6 +15,8 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         out.table,
         out.agreement,
         out.exact_gaps,
+        mutual_info_exact=inp.mutual_info_exact,
+        forking_exact=inp.forking_exact,
         layer=par.layer,
         thresholds=par.thresholds,
         n_bootstrap=par.n_bootstrap,

@@ -1,4 +1,4 @@
-"""Snakemake adapter: forking entropy per tau and factor, and fork strips for the report."""
+"""Snakemake adapter: forking entropy per tau and factor, and fork strips, on the network or the exact score."""
 
 from latent_abstractions.runtime import rule_logging, select_device
 
@@ -7,12 +7,14 @@ with rule_logging(snakemake.log[0], snakemake.rule):
 
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     run_forking(
-        inp.model,
+        inp.get("model"),  # none for the exact score, which reads the dataset instead
         inp.hparams,
         inp.classifier,
         inp.classifier_hparams,
         out.table,
         out.strips,
+        score=par.score,
+        h5=inp.get("h5"),
         taus=par.taus,
         n_base=par.n_base,
         n_forks=par.n_forks,

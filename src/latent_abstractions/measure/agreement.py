@@ -11,7 +11,12 @@ Each measurement is compared with the exact curve that measures the same thing (
 - forking: the entropy of K classified forks against the exact expected plug-in entropy of K labels drawn from
   p(factor | y), K the configured number of forks (the K -> infinity entropy is biased upwards against it).
 
-Per measurement x factor: the largest and the mean absolute gap over the taus both tables share, the gap
+The MI estimator and forking also run on the exact score of the data distribution (``SCORES``: the trained
+network, and the exact score): the same measurement with no model error, so its gap to the exact filter is the
+measurement's own (Monte Carlo, discretisation, classifier), and what the network's row adds to it is the
+network's.
+
+Per measurement x score x factor: the largest and the mean absolute gap over the taus both tables share, the gap
 between the taus at which the two curves first cover ``threshold`` of their range (``emergence.crossing_tau``),
 and whether the learned curve meets its agreement criterion (``CRITERIA``) at every shared tau:
 
@@ -30,6 +35,10 @@ import pandas as pd
 
 from ..data.factors import FACTOR_NAMES
 from .emergence import MEASUREMENTS, crossing_tau
+
+#: The scores a measurement runs on: the trained network, and the exact score of the data distribution
+#: (exact_filter.exact_score_fn), the control that separates the measurement's error from the network's.
+SCORES = ("network", "exact")
 
 #: measurement -> (exact column, kind, what the learned curve is compared with)
 REFERENCES = {
@@ -96,56 +105,65 @@ def exact_reference(exact: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement_table(curves: dict[str, pd.DataFrame], exact: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
-    """Gaps between each learned curve and its exact reference, one row per measurement x factor.
+    """Gaps between each measured curve and its exact reference, one row per measurement x score x factor.
 
     Args:
         curves: measurement name (probes / mutual_info / forking) -> its table (probes restricted to one layer).
+            A table with a ``score`` column (``SCORES``) holds one curve per score; without one it is the network's.
         exact: the ``exact_filter`` table.
         threshold: the fraction of the range for the emergence times.
 
     Returns:
-        columns measurement, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap, mean_abs_gap,
-        mean_gap (exact - learned), first_tau_gap (the gap at the first shared tau), tau_learned, tau_exact,
-        tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet it) and
-        agrees (all of them do).
+        columns measurement, score, factor, kind ("bound" / "agreement"), reference, n_taus, max_abs_gap,
+        mean_abs_gap, mean_gap (exact - measured), first_tau_gap (the gap at the first shared tau), tau_learned,
+        tau_exact, tau_gap (learned - exact), threshold, criterion (``CRITERIA``), taus_within (how many taus meet
+        it) and agrees (all of them do). Rows by measurement, then score in ``SCORES`` order, then factor.
     """
     ref = exact_reference(exact)
     rows = []
-    for name, df in curves.items():
+    for name, table in curves.items():
         col, rising = MEASUREMENTS[name]
         ref_col, kind, text = REFERENCES[name]
         extra = CRITERION_EXACT_COLUMNS.get(name, [])
         _need(ref, "exact_filter", extra, f"the {name} agreement criterion")
-        for factor in FACTOR_NAMES:
-            a = df[df["factor"] == factor].assign(key=lambda d: d["tau"].round(8))
-            b = ref[ref["factor"] == factor][["tau", ref_col, *extra]].assign(key=lambda d: d["tau"].round(8))
-            m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
-            if m.empty:
-                continue
-            exact_curve = m[ref_col].to_numpy()
-            gap = exact_curve - m[col].to_numpy()
-            ok = within(name, m, exact_curve, gap)
-            taus = m["tau"].to_numpy()
-            t_learned = crossing_tau(taus, m[col].to_numpy(), threshold, rising)
-            t_exact = crossing_tau(taus, exact_curve, threshold, rising)
-            rows.append(
-                {
-                    "measurement": name,
-                    "factor": factor,
-                    "kind": kind,
-                    "reference": text,
-                    "n_taus": len(m),
-                    "max_abs_gap": float(np.abs(gap).max()),
-                    "mean_abs_gap": float(np.abs(gap).mean()),
-                    "mean_gap": float(gap.mean()),
-                    "first_tau_gap": float(gap[0]),
-                    "tau_learned": t_learned,
-                    "tau_exact": t_exact,
-                    "tau_gap": t_learned - t_exact,
-                    "threshold": float(threshold),
-                    "criterion": CRITERIA[name],
-                    "taus_within": int(ok.sum()),
-                    "agrees": bool(ok.all()),
-                }
-            )
+        if "score" not in table:
+            table = table.assign(score=SCORES[0])
+        unknown = set(table["score"]) - set(SCORES)
+        if unknown:
+            raise ValueError(f"the {name} table has score(s) {sorted(unknown)}; expected values of {SCORES}")
+        for score in [s for s in SCORES if s in set(table["score"])]:
+            df = table[table["score"] == score]
+            for factor in FACTOR_NAMES:
+                a = df[df["factor"] == factor].assign(key=lambda d: d["tau"].round(8))
+                b = ref[ref["factor"] == factor][["tau", ref_col, *extra]].assign(key=lambda d: d["tau"].round(8))
+                m = a.merge(b.drop(columns="tau"), on="key").sort_values("tau")
+                if m.empty:
+                    continue
+                exact_curve = m[ref_col].to_numpy()
+                gap = exact_curve - m[col].to_numpy()
+                ok = within(name, m, exact_curve, gap)
+                taus = m["tau"].to_numpy()
+                t_learned = crossing_tau(taus, m[col].to_numpy(), threshold, rising)
+                t_exact = crossing_tau(taus, exact_curve, threshold, rising)
+                rows.append(
+                    {
+                        "measurement": name,
+                        "score": score,
+                        "factor": factor,
+                        "kind": kind,
+                        "reference": text,
+                        "n_taus": len(m),
+                        "max_abs_gap": float(np.abs(gap).max()),
+                        "mean_abs_gap": float(np.abs(gap).mean()),
+                        "mean_gap": float(gap.mean()),
+                        "first_tau_gap": float(gap[0]),
+                        "tau_learned": t_learned,
+                        "tau_exact": t_exact,
+                        "tau_gap": t_learned - t_exact,
+                        "threshold": float(threshold),
+                        "criterion": CRITERIA[name],
+                        "taus_within": int(ok.sum()),
+                        "agrees": bool(ok.all()),
+                    }
+                )
     return pd.DataFrame(rows)

@@ -294,11 +294,16 @@ def exact_score_fn(
         for a in range(0, len(y), batch_size):
             b = min(len(y), a + batch_size)
             s2 = sigma[a:b, None] ** 2
-            d2 = (y[a:b].pow(2).sum(1, keepdim=True) - 2 * y[a:b] @ data.T + d_norm[None]).clamp_min(0)
-            logit = -d2 / (2 * s2)
+            # the MI estimator asks for each state under several labels: its distances are computed once
+            states, state = torch.unique(torch.cat([y[a:b], s2], 1), dim=0, return_inverse=True)
+            u = states[:, :-1]
+            d2 = (u.pow(2).sum(1, keepdim=True) - 2 * u @ data.T + d_norm[None]).clamp_min(0)
+            logit = (-d2 / (2 * states[:, -1:]))[state]
             if labels is not None:
                 lb = labels[a:b].to(data.device).long()
-                match = ((lab[None] == lb[:, None]) | (lb[:, None] < 0)).all(-1)  # (b - a, N)
+                match = torch.ones(logit.shape, dtype=torch.bool, device=data.device)
+                for k in torch.nonzero((lb >= 0).any(0)).flatten().tolist():  # only the factors given here
+                    match &= (lb[:, k, None] < 0) | (lab[None, :, k] == lb[:, k, None])
                 if not bool(match.any(1).all()):
                     bad = lb[~match.any(1)][0].tolist()
                     raise ValueError(f"no image of the mixture has the labels {bad} (-1 = not given)")

@@ -57,7 +57,7 @@ SECTION_TITLES = {
     "probes": "Linear probes vs generative time τ",
     "mutual_info": "Mutual information vs generative time τ",
     "forking": "Forking entropy vs generative time τ",
-    "agreement_figure": "Learned vs exact filter, factor by factor",
+    "agreement_figure": "Network, exact score and exact filter, factor by factor",
     "samples_forks": "Samples and fork strips",
     "training_loss": "Training loss",
 }
@@ -75,6 +75,11 @@ EXACT_TEXT = (
     "measures I(Y<sub>τ</sub>) − I(Y<sub>0</sub>); it is compared with the exact curve in the same terms. Forking "
     "is compared with the exact expected entropy of as many forks as were run. The probes' gap is a bound (how much "
     "a linear probe on the network's features leaves below the Bayes accuracy), not an agreement.</p>"
+    "<p>The MI estimator and forking also run on the <b>exact score</b> ∇log p<sub>τ</sub>(y) of the same mixture "
+    "(score = exact) in place of the network (score = network), with the same images, seeds and settings. The "
+    "exact-score curve carries the measurement's own error (Monte Carlo, sampler discretisation, classifier) and "
+    "no model error: where it meets the exact filter and the network's curve does not, the gap is the "
+    "network's.</p>"
 )
 
 
@@ -112,6 +117,7 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
     g = gaps.assign(**{"measurement (vs)": gaps["measurement"] + " (" + gaps["kind"] + ")"})
     cols = [
         "measurement (vs)",
+        "score",
         "factor",
         "max_abs_gap",
         "mean_abs_gap",
@@ -129,8 +135,8 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
         for m, r in gaps.groupby("measurement", sort=False)["reference"].first().items()
     )
     parts += [
-        "<h3>How far each learned curve is from the exact filter</h3>",
-        f"<ul>{refs}</ul><p>Gaps are exact − learned over the shared τ grid; τ columns: first τ at "
+        "<h3>How far each measured curve is from the exact filter</h3>",
+        f"<ul>{refs}</ul><p>Gaps are exact − measured over the shared τ grid; τ columns: first τ at "
         f"{int(gaps['threshold'].iloc[0] * 100) if len(gaps) else 50}% of each curve's range "
         "(forking: of its fall), and their difference (learned − exact).</p>",
         *criteria_summary(gaps, emergence),
@@ -139,17 +145,23 @@ def exact_section(exact: pd.DataFrame | None, gaps: pd.DataFrame | None, emergen
     return parts
 
 
+#: How the report names each score (``agreement.SCORES``) in running text.
+SCORE_NAMES = {"network": "the network", "exact": "the exact score"}
+
+
 def criteria_summary(gaps: pd.DataFrame, emergence: pd.DataFrame) -> list[str]:
-    """The agreement criteria and, per measurement, which measurable factors meet theirs at every τ ([] for old
-    tables). Factors the emergence table marks not measurable agree trivially and are not counted."""
+    """The agreement criteria and, per measurement and score, which measurable factors meet theirs at every τ ([] for
+    old tables). Factors the emergence table marks not measurable agree trivially and are not counted."""
     if "agrees" not in gaps:
         return []
     skipped = not_measurable_factors(emergence)
+    gaps = gaps if "score" in gaps else gaps.assign(score="network")
     items = []
-    for name, d in gaps[~gaps["factor"].isin(skipped)].groupby("measurement", sort=False):
+    for (name, score), d in gaps[~gaps["factor"].isin(skipped)].groupby(["measurement", "score"], sort=False):
         passing = ", ".join(d.loc[d["agrees"].astype(bool), "factor"]) or "none"
         items.append(
-            f"<li><b>{html.escape(name)}</b> ({html.escape(d['criterion'].iloc[0])}): "
+            f"<li><b>{html.escape(name)}</b> on {html.escape(SCORE_NAMES.get(score, score))} "
+            f"({html.escape(d['criterion'].iloc[0])}): "
             f"{int(d['agrees'].sum())} of {len(d)} factors at every τ ({html.escape(passing)})</li>"
         )
     note = f" Not measurable, so not counted: {', '.join(skipped)}." if skipped else ""

@@ -195,57 +195,89 @@ def draw_forking(forking: pd.DataFrame, path, exact: pd.DataFrame | None = None)
     save(fig, path)
 
 
+#: How draw_agreement draws each score's curve (``agreement.SCORES``): the network in the factor's colour with its CI
+#: band, the exact score (the measurement without model error) thin, dash-dotted, open squares and error bars.
+SCORE_STYLES = {
+    "network": {"lw": 2, "marker": "o", "ms": 3},
+    "exact": {"lw": 1.2, "ls": "-.", "marker": "s", "ms": 3.5, "mfc": "white"},
+}
+SCORE_LABELS = {"network": "network", "exact": "exact score"}
+
+
 def draw_agreement(
     mi: pd.DataFrame, forking: pd.DataFrame, exact: pd.DataFrame, gaps: pd.DataFrame | None, path
 ) -> None:
-    """Learned vs exact, one panel per factor: MI (top row) and forking (bottom row), each against the range its
+    """Measured vs exact, one panel per factor: MI (top row) and forking (bottom row), each against the range its
     agreement criterion allows (grey band).
 
+    ``mi`` and ``forking`` may hold a ``score`` column (network / exact; without one: the network's): the curve
+    measured on the exact score shows what the measurement itself gets wrong, the network's what the model adds.
     MI: I(Y_tau) - I(Y_0) with +-2 SE against the exact gain +- agreement.mi_tolerance, dotted log L. Forking: the
-    learned mean entropy with its bootstrap CI against the exact K-fork reference and the 95% range of the same
+    mean entropy with its bootstrap CI against the exact K-fork reference and the 95% range of the same
     measurement on the exact law (``entropy_k_low`` .. ``entropy_k_high``). Panel titles give, from ``gaps``
-    (tables/agreement.parquet), at how many taus the curve meets its criterion.
+    (tables/agreement.parquet), at how many taus each curve meets its criterion.
     """
     set_style()
     exact = exact_reference(exact)
-    within = (
-        {}
-        if gaps is None or "taus_within" not in gaps
-        else {(r.measurement, r.factor): (int(r.taus_within), int(r.n_taus)) for r in gaps.itertuples()}
-    )
-    fig, axes = plt.subplots(2, len(FACTOR_NAMES), figsize=(2.6 * len(FACTOR_NAMES), 5.6), sharex=True, squeeze=False)
+    mi, forking = (d if "score" in d else d.assign(score="network") for d in (mi, forking))
+    within = {}
+    if gaps is not None and "taus_within" in gaps:
+        g = gaps if "score" in gaps else gaps.assign(score="network")
+        within = {(r.measurement, r.score, r.factor): (int(r.taus_within), int(r.n_taus)) for r in g.itertuples()}
+    fig, axes = plt.subplots(2, len(FACTOR_NAMES), figsize=(2.6 * len(FACTOR_NAMES), 5.8), sharex=True, squeeze=False)
     for j, factor in enumerate(FACTOR_NAMES):
         colour = FACTOR_COLOURS[factor]
         e = exact[exact["factor"] == factor].sort_values("tau")
-        for i, (name, d) in enumerate((("mutual_info", mi), ("forking", forking))):
-            ax, d = axes[i, j], d[d["factor"] == factor].sort_values("tau")
+        for i, (name, table) in enumerate((("mutual_info", mi), ("forking", forking))):
+            ax = axes[i, j]
             if name == "mutual_info":
                 ref = e["mi_gain"].to_numpy()
                 tol = mi_tolerance(e["n_levels"])
                 lo, hi = ref - tol, ref + tol
-                learned, l_lo, l_hi = d["mi"], d["mi"] - 2 * d["se"], d["mi"] + 2 * d["se"]
-                if len(d):
-                    ax.axhline(float(d["ceiling"].iloc[0]), color=colour, ls=":", lw=1)
             else:
                 ref, lo, hi = (e[c].to_numpy() for c in ("entropy_k", "entropy_k_low", "entropy_k_high"))
-                learned, l_lo, l_hi = d["entropy"], d["ci_low"], d["ci_high"]
                 ax.set_ylim(-0.03, 1.03)
             ax.fill_between(e["tau"], lo, hi, color="0.6", alpha=0.35, lw=0)
             ax.plot(e["tau"], ref, **EXACT_STYLE)
-            ax.fill_between(d["tau"], l_lo, l_hi, color=colour, alpha=0.2, lw=0)
-            ax.plot(d["tau"], learned, color=colour, lw=2, marker="o", ms=3)
-            ok = within.get((name, factor))
-            ax.set_title(factor + (f"\n{ok[0]} of {ok[1]} τ within" if ok else ""), fontsize=9)
+            counts = []
+            for score, style in SCORE_STYLES.items():
+                d = table[(table["score"] == score) & (table["factor"] == factor)].sort_values("tau")
+                if d.empty:
+                    continue
+                if name == "mutual_info":
+                    y, y_lo, y_hi = d["mi"], d["mi"] - 2 * d["se"], d["mi"] + 2 * d["se"]
+                else:
+                    y, y_lo, y_hi = d["entropy"], d["ci_low"], d["ci_high"]
+                if score == "network":
+                    ax.fill_between(d["tau"], y_lo, y_hi, color=colour, alpha=0.2, lw=0)
+                    ax.plot(d["tau"], y, color=colour, **style)
+                else:
+                    err = np.vstack([y - y_lo, y_hi - y])
+                    ax.errorbar(d["tau"], y, yerr=err, color=colour, capsize=2, elinewidth=0.8, **style)
+                ok = within.get((name, score, factor))
+                if ok:
+                    counts.append(f"{'net' if score == 'network' else 'exact'} {ok[0]}/{ok[1]}")
+            ceiling = table.loc[table["factor"] == factor, "ceiling"] if "ceiling" in table else ()
+            if name == "mutual_info" and len(ceiling):
+                ax.axhline(float(ceiling.iloc[0]), color=colour, ls=":", lw=1)
+            ax.set_title(factor + (f"\nτ within: {', '.join(counts)}" if counts else ""), fontsize=9)
             ax.set_xlim(0, 1)
             if i == 1:
                 ax.set_xlabel("τ (0 = noise, 1 = data)", fontsize=8)
     axes[0, 0].set_ylabel("I(Y_τ) − I(Y_0) [nats]")
     axes[1, 0].set_ylabel("fork entropy / log(levels)")
+    handles = [
+        plt.Line2D([], [], color="0.3", **SCORE_STYLES["network"], label="network (with CI)"),
+        plt.Line2D([], [], color="0.3", **SCORE_STYLES["exact"], label="exact score (with CI bars)"),
+        plt.Line2D([], [], **EXACT_STYLE, label="exact filter"),
+        plt.Rectangle((0, 0), 1, 1, color="0.6", alpha=0.35, lw=0, label="what the agreement criterion allows"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False, bbox_to_anchor=(0.5, -0.01))
     fig.suptitle(
-        "Learned (colour, with CI) vs the exact filter (black dashed); grey: what the agreement criterion allows",
+        "MI and forking measured on the network and on the exact score vs the exact filter, factor by factor",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     save(fig, path)
 
 

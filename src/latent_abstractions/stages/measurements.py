@@ -1,11 +1,17 @@
 """Measurement stages on the shared tau grid (generative time: 0 = noise, 1 = data): features for the
-linear probes, mutual information, forking. The probes themselves are in ``stages.probes`` (no torch)."""
+linear probes, mutual information, forking. The probes themselves are in ``stages.probes`` (no torch).
+
+MI and forking run on a ``score`` (``agreement.SCORES``): the trained network, or the exact score of the data
+distribution (every image of the file, ``exact_filter.exact_score_fn``) on the same SDE, images, seeds and
+settings, so that only the score differs: the exact-score run is the control that tells the measurement's own
+error from the network's.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import h5py
 import numpy as np
@@ -14,8 +20,10 @@ import torch
 from tqdm import tqdm
 
 from ..data.factors import FACTOR_NAMES
-from ..data.shapes3d import load_shapes3d, load_split, to_model_input, to_uint8
+from ..data.shapes3d import Shapes3D, load_shapes3d, load_split, to_model_input, to_uint8
 from ..io import atomic_path
+from ..measure.agreement import SCORES
+from ..measure.exact_filter import exact_score_fn
 from ..measure.features import choose_images, pooled_features
 from ..measure.forking import fork_entropies, fork_labels
 from ..measure.mutual_info import ESTIMATORS, mi_curves
@@ -23,12 +31,59 @@ from ..measure.stats import bootstrap_ci
 from ..model.checkpoint import load_classifier, load_score_model
 from ..model.classifier import predict
 from ..model.score import get_score_fn
+from ..model.sde import VESDE
 from ..partials import PartialResults
 from ..rng import derive_seed, numpy_rng, seeded_subset
+from .exact import read_sde
 from .feature_table import FeatureTableWriter, cell_table
 from .tables import TIME_CONVENTION, finish_table
 
 log = logging.getLogger(__name__)
+
+#: The ``checkpoint`` column of a table measured on the exact score (no network file to hash).
+EXACT_CHECKPOINT = "exact"
+#: Queries per block of the exact score: a (block x images) float64 distance matrix each, ~21 MB at 5,120 images.
+EXACT_SCORE_BLOCK = 512
+
+
+class ScoreSource(NamedTuple):
+    """What a measurement runs on: ``fn(x, t, labels=None)``, its SDE, provenance (the checkpoint's sha256, or
+    ``EXACT_CHECKPOINT``), the network's hparams (None for the exact score) and the Parquet metadata to add."""
+
+    fn: Callable
+    sde: VESDE
+    checkpoint: str
+    hparams: dict | None
+    metadata: dict
+
+
+def load_score(
+    score: str, model_path: str | None, hparams_path: str, data: Shapes3D | None, device: torch.device
+) -> ScoreSource:
+    """The score a measurement runs on.
+
+    Args:
+        score: "network" (the model at ``model_path`` / ``hparams_path``) or "exact" (the exact score of every
+            image of ``data``, on the SDE of the score model whose ``hparams_path`` is given, as the exact filter
+            reads it, so that every curve walks one path).
+    """
+    if score == "network":
+        if model_path is None:
+            raise ValueError(f"score 'network' needs the model file (got none beside {hparams_path})")
+        model = load_score_model(model_path, hparams_path, device)
+        return ScoreSource(get_score_fn(model.net, model.sde), model.sde, model.sha256, model.hparams, {})
+    if score == "exact":
+        if data is None:
+            raise ValueError("score 'exact' needs the dataset file (h5) whose exact score it is")
+        sde = read_sde(hparams_path)
+        images = to_model_input(data.images(np.arange(data.n))).to(device)
+        fn = exact_score_fn(images, data.label_indices, sde, batch_size=EXACT_SCORE_BLOCK)
+        meta = {
+            "score": f"exact score of the {data.n} images of {data.path} (exact_filter.exact_score_fn); no network",
+            "sde_from": str(hparams_path),
+        }
+        return ScoreSource(fn, sde, EXACT_CHECKPOINT, None, meta)
+    raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 
 def extract_features(
@@ -108,12 +163,13 @@ def extract_features(
 
 
 def estimate_mutual_information(
-    model_path: str,
+    model_path: str | None,
     hparams_path: str,
     h5: str,
     split: str,
     out: str,
     *,
+    score: str = "network",
     taus: Sequence[float],
     n_images: int,
     n_times: int,
@@ -122,16 +178,18 @@ def estimate_mutual_information(
     device: torch.device,
     estimator: str = "gap",
 ) -> pd.DataFrame:
-    """The ``estimate_mutual_information`` rule, with the conditional network on held-out images.
+    """The ``estimate_mutual_information`` rule on held-out images, with the conditional network or the exact score.
 
-    ``estimator``: the integrand, "gap" or "dsm_difference" (see :mod:`latent_abstractions.mutual_info`); either
-    way the table holds I(Y_tau) - I(Y_0), the information gained since tau = 0.
+    ``score``: "network" (the conditional model at ``model_path``) or "exact" (``model_path`` unused; the SDE from
+    ``hparams_path``): see :func:`load_score`. ``estimator``: the integrand, "gap" or "dsm_difference" (see
+    :mod:`latent_abstractions.mutual_info`); either way the table holds I(Y_tau) - I(Y_0), the information gained
+    since tau = 0.
     """
     taus = np.asarray(taus)
-    model = load_score_model(model_path, hparams_path, device)
-    if model.hparams["net"].get("n_levels") is None:
-        raise ValueError(f"{hparams_path}: mutual information needs the conditional model (n_levels is null)")
     data = load_shapes3d(h5)
+    source = load_score(score, model_path, hparams_path, data, device)
+    if source.hparams is not None and source.hparams["net"].get("n_levels") is None:
+        raise ValueError(f"{hparams_path}: mutual information needs the conditional model (n_levels is null)")
     test = load_split(split, data.n)["test"]
     idx = seeded_subset(test, n_images, seed)
     x0 = to_model_input(data.images(idx)).to(device)
@@ -141,8 +199,8 @@ def estimate_mutual_information(
     measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
     mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
     mi[:, measurable], se[:, measurable] = mi_curves(
-        get_score_fn(model.net, model.sde),
-        model.sde,
+        source.fn,
+        source.sde,
         x0,
         labels,
         taus,
@@ -173,22 +231,28 @@ def estimate_mutual_information(
         pd.DataFrame(rows),
         out,
         seed=seed,
-        checkpoint=model.sha256,
+        checkpoint=source.checkpoint,
         sort_by=["factor", "tau"],
-        metadata={"estimator": f"{estimator}: {ESTIMATORS[estimator]} (stratified MC); I(Y_tau) - I(Y_0)"},
+        metadata={
+            "estimator": f"{estimator}: {ESTIMATORS[estimator]} (stratified MC); I(Y_tau) - I(Y_0)",
+            **source.metadata,
+        },
     )
     over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
     for factor, sub in over.groupby("factor"):  # an exact estimator cannot exceed log(levels)
         log.warning(
-            "MI of %s exceeds its ceiling %.3f nats by more than 3 se from tau = %.3f (max %.3f): the "
-            "conditional network's label branches are undertrained",
+            "MI of %s exceeds its ceiling %.3f nats by more than 3 se from tau = %.3f (max %.3f): %s",
             factor,
             sub["ceiling"].iloc[0],
             sub["tau"].min(),
             sub["mi"].max(),
+            "the conditional network's label branches are undertrained"
+            if score == "network"
+            else "with the exact score, the estimator's own (too few images or strata)",
         )
     log.info(
-        "MI at tau=1 per factor (nats): %s",
+        "MI at tau=1 per factor (nats, %s score): %s",
+        score,
         df[df["tau"] == df["tau"].max()].set_index("factor")["mi"].round(3).to_dict(),
     )
     return df
@@ -211,13 +275,15 @@ def strip_indices(taus: np.ndarray, strip_taus: Sequence[float], tol: float = 1e
 
 
 def run_forking(
-    model_path: str,
+    model_path: str | None,
     hparams_path: str,
     classifier_path: str,
     classifier_hparams_path: str,
     table_out: str,
     strips_out: str,
     *,
+    score: str = "network",
+    h5: str | None = None,
     taus: Sequence[float],
     n_base: int,
     n_forks: int,
@@ -233,17 +299,21 @@ def run_forking(
 ) -> pd.DataFrame:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
-    ``corrector``: run the Langevin corrector on base paths and forks (method "pc"); False (the default) forks
-    with the predictor alone, whose end points follow the exact filter's label law (see forking.py).
+    ``score``: "network" (the unconditional model at ``model_path``) or "exact" (the exact score of the images in
+    ``h5``; ``model_path`` unused, the SDE from ``hparams_path``): see :func:`load_score`. Either way the
+    attribute classifier labels the forks. ``corrector``: run the Langevin corrector on base paths and forks
+    (method "pc"); False (the default) forks with the predictor alone, whose end points follow the exact filter's
+    label law (see forking.py).
     ``partial_dir``: where each tau's fork labels (and strip) are saved as soon as they are done, with this run's
-    settings, seed and checkpoint hashes (:class:`partials.PartialResults`); a rerun after a kill forks only the
+    settings, seed and score's provenance (:class:`partials.PartialResults`); a rerun after a kill forks only the
     taus not saved there by this same run, and writes the same table as an uninterrupted run.
     """
     taus = np.asarray(taus)
-    model = load_score_model(model_path, hparams_path, device)
+    data = load_shapes3d(h5) if h5 is not None else None
+    source = load_score(score, model_path, hparams_path, data, device)
     clf = load_classifier(classifier_path, classifier_hparams_path, device)
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
-    res = model.hparams["net"]["img_resolution"]
+    res = source.hparams["net"]["img_resolution"] if source.hparams is not None else data.resolution
     strip_idx = strip_indices(taus, strip_taus)
     # everything a tau's fork labels depend on (the base paths' grid depends on every tau)
     key = {
@@ -255,7 +325,8 @@ def run_forking(
         "snr": snr,
         "corrector": corrector,
         "seed": seed,
-        "checkpoint": model.sha256,
+        "score": score,
+        "checkpoint": source.checkpoint,
         "classifier": clf.sha256,
         "device": device.type,
     }
@@ -275,8 +346,8 @@ def run_forking(
 
     if len(done) < len(taus):
         fork_labels(
-            get_score_fn(model.net, model.sde),
-            model.sde,
+            source.fn,
+            source.sde,
             lambda x: predict(clf.net, x),
             shape=(3, res, res),
             taus=taus,
@@ -319,7 +390,7 @@ def run_forking(
         pd.DataFrame(rows),
         table_out,
         seed=seed,
-        checkpoint=model.sha256,
+        checkpoint=source.checkpoint,
         sort_by=["factor", "tau"],
         metadata={
             "steps": steps,
@@ -327,6 +398,7 @@ def run_forking(
             "snr": snr,
             "corrector": corrector,
             "entropy_estimator": f"plug-in entropy of K = {n_forks} fork labels",
+            **source.metadata,
         },
     )
     with atomic_path(strips_out) as tmp, h5py.File(tmp, "w") as f:
@@ -334,7 +406,8 @@ def run_forking(
         f["taus"] = np.asarray([taus[i] for i in strip_idx], dtype=np.float64)
         f.attrs["description"] = "forks of base trajectory 0: images[i, k] = fork k from the state at taus[i]"
     log.info(
-        "fork entropy at the first and last tau: %s",
+        "fork entropy at the first and last tau (%s score): %s",
+        score,
         df.groupby("factor")["entropy"].agg(["first", "last"]).round(3).to_dict("index"),
     )
     return df

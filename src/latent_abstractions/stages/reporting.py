@@ -33,11 +33,29 @@ def plot_forking(forking: str, exact: str, pdf_out: str) -> None:
     plots.draw_forking(pd.read_parquet(forking), pdf_out, pd.read_parquet(exact))
 
 
-def plot_agreement(mutual_info: str, forking: str, exact: str, exact_gaps: str, pdf_out: str) -> None:
-    """The ``plot_agreement`` rule: MI and forking per factor against the exact filter and their criteria's ranges."""
+def read_scored(network: str, exact: str | None) -> pd.DataFrame:
+    """A measurement's table on the network and, if given, on the exact score, stacked with a ``score`` column."""
+    frames = [pd.read_parquet(network).assign(score="network")]
+    if exact is not None:
+        frames.append(pd.read_parquet(exact).assign(score="exact"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_agreement(
+    mutual_info: str,
+    forking: str,
+    exact: str,
+    exact_gaps: str,
+    pdf_out: str,
+    *,
+    mutual_info_exact: str | None = None,
+    forking_exact: str | None = None,
+) -> None:
+    """The ``plot_agreement`` rule: MI and forking per factor, on the network and (``*_exact``) on the exact score,
+    against the exact filter and their criteria's ranges."""
     plots.draw_agreement(
-        pd.read_parquet(mutual_info),
-        pd.read_parquet(forking),
+        read_scored(mutual_info, mutual_info_exact),
+        read_scored(forking, forking_exact),
         pd.read_parquet(exact),
         pd.read_parquet(exact_gaps),
         pdf_out,
@@ -64,13 +82,16 @@ def make_emergence_table(
     agreement_out: str,
     gaps_out: str,
     *,
+    mutual_info_exact: str | None = None,
+    forking_exact: str | None = None,
     layer: str,
     thresholds: list[float],
     n_bootstrap: int,
     seed: int,
 ) -> None:
     """The ``make_emergence_table`` rule: emergence times under the three measurements and the exact filter, the
-    measurements' rank agreement, and each learned curve's gap to its exact reference (``gaps_out``)."""
+    measurements' rank agreement (both from the network's curves), and each measured curve's gap to its exact
+    reference (``gaps_out``): the network's, and MI's and forking's on the exact score (``*_exact``) beside them."""
     probe_table = pd.read_parquet(probes)
     curves = {
         "probes": probe_table[probe_table["layer"] == layer],
@@ -78,7 +99,12 @@ def make_emergence_table(
         "forking": pd.read_parquet(forking),
     }
     exact_table = pd.read_parquet(exact)
-    gaps = agreement_table(curves, exact_table, thresholds[0])
+    scored = {
+        "probes": curves["probes"],
+        "mutual_info": read_scored(mutual_info, mutual_info_exact),
+        "forking": read_scored(forking, forking_exact),
+    }
+    gaps = agreement_table(scored, exact_table, thresholds[0])
     curves["exact_filter"] = exact_reference(exact_table)
     table, agreement = emergence_table(curves, thresholds, n_bootstrap, seed)
     log.info("gaps to the exact filter:\n%s", gaps.drop(columns="reference").to_string())
