@@ -47,6 +47,11 @@ def test_dry_run_lists_every_stage(workflow_copy):
         score_net = re.compile(r"models/(un)?cond/model\.pt")  # the classifier still labels the forks
         assert score_net.search(network[0]) and not score_net.search(exact[0].split("output:")[0]), blocks
 
+    # without the exact-score controls (config/paper.yaml), only the network's MI and forking run, and the
+    # agreement table and figure are built from the network's tables alone
+    off = run_snakemake(workflow_copy, "-n", *TINY, "--config", "exact_score_controls=false", timeout=120).stdout
+    assert "_exact.parquet" not in off and re.search(r"^rule make_emergence_table:", off, flags=re.M), off[-3000:]
+
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

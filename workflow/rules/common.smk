@@ -169,9 +169,23 @@ def for_score(path, score):
     return expand(path, score=SCORE_SUFFIX[score])[0]
 
 
+# The scores this run measures on: the network always, the exact score unless exact_score_controls is off.
+RUN_SCORES = [score for score in SCORES if score == "network" or config["exact_score_controls"]]
+
+
 def for_scores(path):
-    """``path`` for every score, in SCORES order."""
-    return expand(path, score=SCORE_SUFFIX.values())
+    """``path`` for every score this run measures on, in SCORES order."""
+    return [for_score(path, score) for score in RUN_SCORES]
+
+
+def get_exact_score_tables(wildcards):
+    """The MI and forking tables on the exact score, for the agreement table (none if the controls are off)."""
+    if "exact" not in RUN_SCORES:
+        return {}
+    return {
+        "mutual_info_exact": for_score(rules.estimate_mutual_information.output.table, "exact"),
+        "forking_exact": for_score(rules.run_forking.output.table, "exact"),
+    }
 
 
 # --- report (report.smk) ---

@@ -102,11 +102,10 @@ rule plot_training_loss:
 
 rule make_emergence_table:
     input:
+        unpack(get_exact_score_tables),
         probes=rules.fit_linear_probes.output.table,
         mutual_info=for_score(rules.estimate_mutual_information.output.table, "network"),
         forking=for_score(rules.run_forking.output.table, "network"),
-        mutual_info_exact=for_score(rules.estimate_mutual_information.output.table, "exact"),
-        forking_exact=for_score(rules.run_forking.output.table, "exact"),
         exact=rules.compute_exact_filter.output.table,
     output:
         table=f"{RESULTS}/tables/emergence.parquet",
@@ -131,10 +130,9 @@ rule make_emergence_table:
 
 rule plot_agreement:
     input:
+        unpack(get_exact_score_tables),
         mutual_info=for_score(rules.estimate_mutual_information.output.table, "network"),
         forking=for_score(rules.run_forking.output.table, "network"),
-        mutual_info_exact=for_score(rules.estimate_mutual_information.output.table, "exact"),
-        forking_exact=for_score(rules.run_forking.output.table, "exact"),
         exact=rules.compute_exact_filter.output.table,
         exact_gaps=rules.make_emergence_table.output.exact_gaps,
     output:

@@ -13,6 +13,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         inp.exact,
         inp.exact_gaps,
         snakemake.output.pdf,
-        mutual_info_exact=inp.mutual_info_exact,
-        forking_exact=inp.forking_exact,
+        mutual_info_exact=inp.get("mutual_info_exact"),
+        forking_exact=inp.get("forking_exact"),
     )
