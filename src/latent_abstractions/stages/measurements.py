@@ -24,6 +24,7 @@ from ..measure.stats import bootstrap_ci
 from ..model.checkpoint import load_classifier, load_score_model
 from ..model.classifier import predict
 from ..model.score import get_score_fn
+from ..plan import stage_batch
 from ..rng import derive_seed, numpy_rng, seeded_subset
 from .tables import TIME_CONVENTION, finish_table
 
@@ -46,11 +47,24 @@ def extract_features(
     batch_size: int,
     seed: int,
     device: torch.device,
+    device_memory_gb: float | str = "auto",
 ) -> None:
-    """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md)."""
+    """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md).
+
+    ``batch_size``: images per network call, at most (fewer where ``device_memory_gb`` needs it)."""
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
     net, sde = model.net, model.sde
+    batch_size = stage_batch(
+        batch_size,
+        key="features.batch_size",
+        rule="extract_features",
+        net_hparams=model.hparams["net"],
+        use="features",
+        layers=layers,
+        device_memory_gb=device_memory_gb,
+        device=device,
+    )
     data = load_shapes3d(h5)
     chosen = choose_images(load_split(split, data.n), n_train, n_test, seed)
     idx = np.concatenate([chosen["train"], chosen["test"]])
@@ -122,11 +136,13 @@ def estimate_mutual_information(
     seed: int,
     device: torch.device,
     estimator: str = "gap",
+    device_memory_gb: float | str = "auto",
 ) -> pd.DataFrame:
     """The ``estimate_mutual_information`` rule, with the conditional network on held-out images.
 
     ``estimator``: the integrand, "gap" or "dsm_difference" (see :mod:`latent_abstractions.mutual_info`); either
-    way the table holds I(Y_tau) - I(Y_0), the information gained since tau = 0.
+    way the table holds I(Y_tau) - I(Y_0), the information gained since tau = 0. ``batch_size``: rows per
+    network call, at most (fewer where ``device_memory_gb`` needs it).
     """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
@@ -140,6 +156,16 @@ def estimate_mutual_information(
     gen = torch.Generator().manual_seed(seed)
     # I(Y; phi) = 0 exactly for a factor with one level in the data (not measurable): not estimated
     measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
+    batch_size = stage_batch(
+        batch_size,
+        key="mutual_info.batch_size",
+        rule="estimate_mutual_information",
+        net_hparams=model.hparams["net"],
+        device_memory_gb=device_memory_gb,
+        device=device,
+        fixed_extra=x0.numel() * x0.element_size(),
+        min_rows=len(measurable) + 1,
+    )
     mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
     mi[:, measurable], se[:, measurable] = mi_curves(
         get_score_fn(model.net, model.sde),
@@ -230,11 +256,14 @@ def run_forking(
     device: torch.device,
     corrector: bool = False,
     n_bootstrap: int = 1000,
+    batch_size: int = 512,
+    device_memory_gb: float | str = "auto",
 ) -> pd.DataFrame:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
     ``corrector``: run the Langevin corrector on base paths and forks (method "pc"); False (the default) forks
     with the predictor alone, whose end points follow the exact filter's label law (see forking.py).
+    ``batch_size``: forks (and base paths) per network call, at most (fewer where ``device_memory_gb`` needs it).
     """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
@@ -242,6 +271,14 @@ def run_forking(
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
     res = model.hparams["net"]["img_resolution"]
     strip_idx = strip_indices(taus, strip_taus)
+    batch_size = stage_batch(
+        batch_size,
+        key="forking.batch_size",
+        rule="run_forking",
+        net_hparams=model.hparams["net"],
+        device_memory_gb=device_memory_gb,
+        device=device,
+    )
     labels, kept = fork_labels(
         get_score_fn(model.net, model.sde),
         model.sde,
@@ -257,6 +294,7 @@ def run_forking(
         device=device,
         keep_images=set(strip_idx),
         corrector=corrector,
+        batch_size=batch_size,
     )
     strips = (
         np.stack([to_uint8(kept[j]) for j in strip_idx])
