@@ -596,7 +596,8 @@ class _Context:
         )
 
     def hours(self, work: Work, gpus: int) -> float:
-        """Wall-clock hours of ``work`` on ``gpus`` GPUs (0: the accelerator is the CPU, or a CPU rule)."""
+        """Wall-clock hours of ``work`` on ``gpus`` GPUs (more than one: data-parallel); with the "cpu" accelerator
+        the device work runs on the job's threads."""
         device_s = sum(f / (self.acc.tflops[p] * 1e12 * self.mfu) for p, f in work.device.items())
         if not self.acc.gpu:
             device_s /= self.threads
