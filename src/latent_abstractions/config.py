@@ -196,3 +196,44 @@ def apply_schema(config: dict, schema_path: str | os.PathLike) -> list[str]:
     config.update(coerce(config, schema))
     fill_defaults(config, schema)
     return schema_problems(config, schema)
+
+
+def merge_config(base: dict, override: dict) -> dict:
+    """``base`` updated by ``override`` key by key, recursively (what ``snakemake --configfile`` does); lists and
+    scalars are replaced. Returns a new dict."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(configfiles: list[str | os.PathLike] = (), root: str | os.PathLike | None = None) -> dict:
+    """The workflow's config as a run sees it: ``config/config.yaml``, each of ``configfiles`` over it in order,
+    checked by :func:`check_config` (defaults filled).
+
+    Args:
+        root: the checkout holding ``config/`` and ``workflow/schemas/`` (default: the one this package is in).
+
+    Raises:
+        ConfigError: a file is missing or is no YAML mapping, or the merged config has problems.
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    schema = root / "workflow" / "schemas" / "config.schema.yaml"
+    if not schema.is_file():
+        raise ConfigError(f"{schema}: no such file; pass the checkout that holds config/ and workflow/ as root")
+    config: dict = {}
+    for path in [root / "config" / "config.yaml", *map(Path, configfiles)]:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read the config file ({err})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of config keys, got {type(loaded).__name__}")
+        config = merge_config(config, loaded)
+    from .preflight import check_config  # preflight imports this module
+
+    check_config(config, schema)
+    return config

@@ -21,6 +21,7 @@ from latent_abstractions import SCORE_MODELS  # noqa: E402
 from latent_abstractions.data.factors import FACTOR_NAMES  # noqa: E402
 from latent_abstractions.measure.agreement import SCORES  # noqa: E402
 from latent_abstractions.runtime import TRAINING_EXECUTION_KEYS  # noqa: E402
+from latent_abstractions.plan import MEM_MB_FLOOR, RUNTIME_FLOOR_MIN, rule_resources  # noqa: E402
 from latent_abstractions.taus import tau_grid  # noqa: E402
 
 RUN = config["run_name"]
@@ -66,6 +67,21 @@ GPUS = detect_gpus()
 # two on these small networks). Measured on the default run, the stages after training: 229 s at 2 threads,
 # 174 s at 1. On a bigger CPU-only box raise it per rule: --set-threads estimate_mutual_information=8.
 THREADS = 1
+
+# Each compute rule's Slurm runtime (minutes) and memory (MB) come from the cost plan of this config on its
+# `accelerator` (python -m latent_abstractions.plan --configfile ... prints the whole plan and its assumptions).
+# The plan measures each network shape once and caches it (LATENT_ABSTRACTIONS_CACHE, default ~/.cache).
+PLAN = rule_resources(config, threads=THREADS)
+
+
+def get_mem_mb(rule):
+    """The plan's mem_mb for ``rule`` (its floor for a rule this config does not run, e.g. the renderer)."""
+    return PLAN.get(rule, {}).get("mem_mb", MEM_MB_FLOOR)
+
+
+def get_runtime(rule):
+    """The plan's runtime (minutes) for ``rule`` (its floor for a rule this config does not run)."""
+    return PLAN.get(rule, {}).get("runtime", RUNTIME_FLOOR_MIN)
 
 
 # --- config values for params: each rule's params hold exactly the keys it uses ---

@@ -12,8 +12,8 @@ rule render_shapes3d:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=get_mem_mb("render_shapes3d"),
+        runtime=get_runtime("render_shapes3d"),
     params:
         resolution=cfg("dataset/synthetic/resolution"),
         levels=get_level_counts(),

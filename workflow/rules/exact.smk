@@ -18,8 +18,8 @@ rule compute_exact_filter:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=get_mem_mb("compute_exact_filter"),
+        runtime=get_runtime("compute_exact_filter"),
     params:
         n_samples=cfg("exact_filter/n_samples"),
         mixtures=cfg("exact_filter/mixtures"),

@@ -19,8 +19,8 @@ rule extract_features:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=get_mem_mb("extract_features"),
+        runtime=get_runtime("extract_features"),
     params:
         taus=get_taus(),
         layers=cfg("features/layers"),
@@ -29,6 +29,7 @@ rule extract_features:
         n_train=cfg("features/n_train"),
         n_test=cfg("features/n_test"),
         batch_size=cfg("features/batch_size"),
+        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
     script:
         "../scripts/extract_features.py"
@@ -47,8 +48,8 @@ rule fit_linear_probes:
         "../../envs/analysis.yaml"
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=get_mem_mb("fit_linear_probes"),
+        runtime=get_runtime("fit_linear_probes"),
     params:
         C=cfg("probes/C"),
         max_iter=cfg("probes/max_iter"),
@@ -74,8 +75,8 @@ rule estimate_mutual_information:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=get_mem_mb("estimate_mutual_information"),
+        runtime=get_runtime("estimate_mutual_information"),
     params:
         score=get_score,
         taus=get_taus(),
@@ -83,6 +84,7 @@ rule estimate_mutual_information:
         n_times=cfg("mutual_info/n_times"),
         estimator=cfg("mutual_info/estimator"),
         batch_size=cfg("mutual_info/batch_size"),
+        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
     script:
         "../scripts/estimate_mutual_information.py"
@@ -105,8 +107,8 @@ rule run_forking:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=get_mem_mb("run_forking"),
+        runtime=get_runtime("run_forking"),
     params:
         score=get_score,
         taus=get_taus(),
@@ -117,6 +119,8 @@ rule run_forking:
         corrector=cfg("forking/corrector"),
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
+        batch_size=cfg("forking/batch_size"),
+        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
         # each tau's results as it is done (not an output: survives a killed job, which resumes from it)
         partial_dir=f"{RESULTS}/state/forking{{score}}",

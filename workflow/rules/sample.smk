@@ -27,8 +27,8 @@ rule sample_images:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=get_mem_mb("sample_images"),
+        runtime=get_runtime("sample_images"),
     params:
         n_samples=cfg("sampling/n_samples"),
         steps=cfg("sampling/steps"),
@@ -36,6 +36,7 @@ rule sample_images:
         snr=cfg("sampling/snr"),
         corrector=cfg("sampling/corrector"),
         batch_size=cfg("sampling/batch_size"),
+        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
     script:
         "../scripts/sample_images.py"

@@ -22,8 +22,8 @@ rule train_score_model:
     threads: THREADS * TRAIN_GPUS
     resources:
         gpu=GPUS * TRAIN_GPUS,
-        mem_mb=8000 * TRAIN_GPUS,
-        runtime=240,
+        mem_mb=get_mem_mb("train_score_model"),
+        runtime=get_runtime("train_score_model"),
     params:
         net=cfg_keys(
             "score_model", "nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "fourier_scale", "precond"
@@ -55,8 +55,8 @@ rule train_classifier:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=get_mem_mb("train_classifier"),
+        runtime=get_runtime("train_classifier"),
     params:
         width=cfg("classifier/width"),
         steps=cfg("classifier/steps"),

@@ -25,5 +25,7 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         strip_taus=par.strip_taus,
         seed=par.seed,
         partial_dir=par.partial_dir,
+        batch_size=par.batch_size,
+        device_memory_gb=par.device_memory_gb,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

@@ -24,5 +24,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         corrector=par.corrector,
         batch_size=par.batch_size,
         seed=par.seed,
+        device_memory_gb=par.device_memory_gb,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

@@ -16,8 +16,9 @@ The entropy is the plug-in entropy of the K labels, which is biased low by about
 a perfect model; the curve to compare it with is the exact filter's expectation of the same plug-in estimator
 at the same K (exact_filter.expected_plugin_entropy), not the K = infinity entropy.
 
-Each base trajectory is integrated once, recording its state at every grid tau (the prefix is shared), and
-the N * K forks of one tau run as one batch.
+Each base trajectory is integrated once, recording its state at every grid tau (the prefix is shared); the
+N * K forks of one tau run in batches of at most ``batch_size`` (every fork has its own generator, so the batches
+change no fork's path).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def path_grid(steps: int, taus: np.ndarray, eps: float = 1e-5) -> torch.Tensor:
     base = time_grid(steps, eps=eps).numpy()
     pts = np.unique(np.concatenate([base, np.minimum(taus, base[-1])]).round(12))
     return torch.tensor(pts, dtype=torch.float64)
+
+
+def fork_grid_indices(grid: torch.Tensor, taus: np.ndarray) -> list[int]:
+    """Each tau's index in ``path_grid(steps, taus)`` (every tau is on it; taus >= 1 - eps map to the last point)."""
+    return [int(np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))) for t in taus]
 
 
 def normalised_entropy(labels: np.ndarray, n_levels: int) -> float:
@@ -77,6 +83,7 @@ def fork_labels(
     corrector: bool = False,
     skip: Collection[int] = frozenset(),
     on_tau: Callable[[int, np.ndarray, torch.Tensor | None], None] | None = None,
+    batch_size: int | None = None,
 ) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
     """Integrate n_base base paths once, fork each K times at every tau, label every fork's final image.
 
@@ -93,37 +100,53 @@ def fork_labels(
             the same with or without them).
         on_tau: called as each tau is done with (tau index, its labels (n_base, n_forks, F), its kept images or
             None), e.g. to save partial results.
+        batch_size: base paths, and forks, per network call (None: all of them at once).
 
     Returns:
         (labels (taus not skipped, n_base, n_forks, F), {tau index: (n_forks, *shape) final images of base 0}).
     """
     grid = path_grid(steps, taus)
-    # each tau's grid index (path_grid puts every tau on the grid; taus >= 1 - eps map to the last point)
-    at = [int(np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))) for t in taus]
+    at = fork_grid_indices(grid, taus)
+    n_total = n_base * n_forks
+    batch = n_total if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     base_seeds = derive_seeds(seed, "sample", n_base)
-    gens = make_generators(base_seeds, device)
-    x = sde.prior_sampling((n_base, *shape), gens, device)
     n_corr = 1 if corrector else 0
-    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at, denoise=False)
+    parts: dict[int, list[torch.Tensor]] = {}
+    for a in range(0, n_base, batch):
+        gens = make_generators(base_seeds[a : a + batch], device)
+        x = sde.prior_sampling((len(gens), *shape), gens, device)
+        base = sample(
+            score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at, denoise=False
+        )
+        for i, state in base.states.items():
+            parts.setdefault(i, []).append(state)
+    states = {i: torch.cat(p) for i, p in parts.items()}  # (n_base, ...) on the CPU, per grid index
     out, kept = [], {}
     for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
         if j in skip:
             continue
-        state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)  # (n_base * K, ...)
-        fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
-        finals = sample(
-            score_fn,
-            sde,
-            state,
-            grid[i:],
-            make_generators(fork_seeds, device),
-            method=method,
-            snr=snr,
-            n_corrector=n_corr,
-        ).x
-        out.append(classify(finals.clamp(0, 1)).cpu().numpy().reshape(n_base, n_forks, -1))
+        fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_total, index=j)]
+        labels, firsts = [], []
+        for a in range(0, n_total, batch):  # fork r continues base r // n_forks
+            rows = torch.arange(a, min(n_total, a + batch))
+            finals = sample(
+                score_fn,
+                sde,
+                states[i][rows // n_forks].to(device),
+                grid[i:],
+                make_generators(fork_seeds[a : a + batch], device),
+                method=method,
+                snr=snr,
+                n_corrector=n_corr,
+            ).x
+            labels.append(classify(finals.clamp(0, 1)).cpu())
+            if j in keep_images and a < n_forks:
+                firsts.append(finals[: n_forks - a].cpu())
+        out.append(torch.cat(labels).numpy().reshape(n_base, n_forks, -1))
         if j in keep_images:
-            kept[j] = finals[:n_forks].cpu()
+            kept[j] = torch.cat(firsts)
         if on_tau is not None:
             on_tau(j, out[-1], kept.get(j))
     return (np.stack(out) if out else np.zeros((0, n_base, n_forks, 0), np.int64)), kept

@@ -33,6 +33,7 @@ from ..model.classifier import predict
 from ..model.score import get_score_fn
 from ..model.sde import VESDE
 from ..partials import PartialResults
+from ..plan import stage_batch
 from ..rng import derive_seed, numpy_rng, seeded_subset
 from .exact import read_sde
 from .feature_table import FeatureTableWriter, cell_table
@@ -102,16 +103,28 @@ def extract_features(
     batch_size: int,
     seed: int,
     device: torch.device,
+    device_memory_gb: float | str = "auto",
 ) -> None:
     """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md).
 
     Each tau's rows are written as soon as they are computed (:class:`feature_table.FeatureTableWriter`), so the
     job holds the uint8 images, one tau's noise and noisy images, its features and one Parquet row group, never the
     table (at paper scale ~3 GB, against ~18 GB when the table was built in memory).
+    ``batch_size``: images per network call, at most (fewer where ``device_memory_gb`` needs it).
     """
     taus = np.asarray(taus)
     model = load_score_model(model_path, hparams_path, device)
     net, sde = model.net, model.sde
+    batch_size = stage_batch(
+        batch_size,
+        key="features.batch_size",
+        rule="extract_features",
+        net_hparams=model.hparams["net"],
+        use="features",
+        layers=layers,
+        device_memory_gb=device_memory_gb,
+        device=device,
+    )
     data = load_shapes3d(h5)
     chosen = choose_images(load_split(split, data.n), n_train, n_test, seed)
     idx = np.concatenate([chosen["train"], chosen["test"]])
@@ -177,13 +190,15 @@ def estimate_mutual_information(
     seed: int,
     device: torch.device,
     estimator: str = "gap",
+    device_memory_gb: float | str = "auto",
 ) -> pd.DataFrame:
     """The ``estimate_mutual_information`` rule on held-out images, with the conditional network or the exact score.
 
     ``score``: "network" (the conditional model at ``model_path``) or "exact" (``model_path`` unused; the SDE from
     ``hparams_path``): see :func:`load_score`. ``estimator``: the integrand, "gap" or "dsm_difference" (see
     :mod:`latent_abstractions.mutual_info`); either way the table holds I(Y_tau) - I(Y_0), the information gained
-    since tau = 0.
+    since tau = 0. ``batch_size``: rows per
+    network call, at most (fewer where ``device_memory_gb`` needs it).
     """
     taus = np.asarray(taus)
     data = load_shapes3d(h5)
@@ -197,6 +212,17 @@ def estimate_mutual_information(
     gen = torch.Generator().manual_seed(seed)
     # I(Y; phi) = 0 exactly for a factor with one level in the data (not measurable): not estimated
     measurable = [k for k, n_lv in enumerate(data.n_levels_present) if n_lv > 1]
+    if source.hparams is not None:  # the network: as many rows as its activations leave room for
+        batch_size = stage_batch(
+            batch_size,
+            key="mutual_info.batch_size",
+            rule="estimate_mutual_information",
+            net_hparams=source.hparams["net"],
+            device_memory_gb=device_memory_gb,
+            device=device,
+            fixed_extra=x0.numel() * x0.element_size(),
+            min_rows=len(measurable) + 1,
+        )
     mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
     mi[:, measurable], se[:, measurable] = mi_curves(
         source.fn,
@@ -296,6 +322,8 @@ def run_forking(
     corrector: bool = False,
     n_bootstrap: int = 1000,
     partial_dir: str | None = None,
+    batch_size: int = 512,
+    device_memory_gb: float | str = "auto",
 ) -> pd.DataFrame:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
@@ -307,6 +335,7 @@ def run_forking(
     ``partial_dir``: where each tau's fork labels (and strip) are saved as soon as they are done, with this run's
     settings, seed and score's provenance (:class:`partials.PartialResults`); a rerun after a kill forks only the
     taus not saved there by this same run, and writes the same table as an uninterrupted run.
+    ``batch_size``: forks (and base paths) per network call, at most (fewer where ``device_memory_gb`` needs it).
     """
     taus = np.asarray(taus)
     data = load_shapes3d(h5) if h5 is not None else None
@@ -315,6 +344,15 @@ def run_forking(
     n_levels = [len(v) for v in clf.hparams["levels_present"]]
     res = source.hparams["net"]["img_resolution"] if source.hparams is not None else data.resolution
     strip_idx = strip_indices(taus, strip_taus)
+    if source.hparams is not None:  # the network: as many rows as its activations leave room for
+        batch_size = stage_batch(
+            batch_size,
+            key="forking.batch_size",
+            rule="run_forking",
+            net_hparams=source.hparams["net"],
+            device_memory_gb=device_memory_gb,
+            device=device,
+        )
     # everything a tau's fork labels depend on (the base paths' grid depends on every tau)
     key = {
         "taus": [float(t) for t in taus],
@@ -362,6 +400,7 @@ def run_forking(
             corrector=corrector,
             skip=set(done),
             on_tau=finish_tau,
+            batch_size=batch_size,
         )
     strips = (
         np.stack([done[j]["strip"] for j in strip_idx])

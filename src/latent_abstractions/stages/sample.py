@@ -17,6 +17,7 @@ from ..model.checkpoint import load_classifier, load_score_model
 from ..model.classifier import predict
 from ..model.sampling import generate, sample_seeds
 from ..model.score import get_score_fn
+from ..plan import stage_batch
 from ..report.plots import image_grid
 from ..rng import seeded_subset
 from .tables import TIME_CONVENTION
@@ -44,13 +45,23 @@ def sample_images(
     batch_size: int,
     seed: int,
     device: torch.device,
+    device_memory_gb: float | str = "auto",
 ) -> None:
     """The ``sample_images`` rule: samples to HDF5, a sample-grid PNG, classifier-based scores to Parquet.
 
     The scores table also holds the sample-quality measures of :mod:`latent_abstractions.generate` for the samples
-    and, for comparison, for ``n_samples`` held-out images of ``dataset_h5`` (seeded).
+    and, for comparison, for ``n_samples`` held-out images of ``dataset_h5`` (seeded). ``batch_size`` is an upper
+    bound: a batch that would not fit ``device_memory_gb`` (:func:`plan.fit_batch`) is made smaller.
     """
     score_model = load_score_model(model_path, hparams_path, device)
+    batch_size = stage_batch(
+        batch_size,
+        key="sampling.batch_size",
+        rule="sample_images",
+        net_hparams=score_model.hparams["net"],
+        device_memory_gb=device_memory_gb,
+        device=device,
+    )
     seeds = sample_seeds(seed, n_samples)
     images = generate(
         get_score_fn(score_model.net, score_model.sde),
