@@ -160,6 +160,13 @@ def test_dataset_source_path_uses_the_users_file(workflow_copy, tmp_path):
 MEASUREMENT_RULES = {"extract_features", "fit_linear_probes", "estimate_mutual_information", "run_forking"}
 
 
+def test_the_device_memory_budget_reruns_nothing(tiny_run):
+    # batch sizes follow the budget, and no table depends on the batch size: an execution setting, not a param
+    (tiny_run / "budget.yaml").write_text("device_memory_gb: 0.5\n")
+    proc = run_snakemake(tiny_run, "-n", *TINY, "budget.yaml", timeout=120)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
 @pytest.mark.parametrize(
     "patch, expected",
     [

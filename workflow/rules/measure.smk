@@ -29,7 +29,6 @@ rule extract_features:
         n_train=cfg("features/n_train"),
         n_test=cfg("features/n_test"),
         batch_size=cfg("features/batch_size"),
-        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
     script:
         "../scripts/extract_features.py"
@@ -84,7 +83,6 @@ rule estimate_mutual_information:
         n_times=cfg("mutual_info/n_times"),
         estimator=cfg("mutual_info/estimator"),
         batch_size=cfg("mutual_info/batch_size"),
-        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
     script:
         "../scripts/estimate_mutual_information.py"
@@ -120,7 +118,6 @@ rule run_forking:
         method=cfg("sampling/method"),
         snr=cfg("sampling/snr"),
         batch_size=cfg("forking/batch_size"),
-        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
         # each tau's results as it is done (not an output: survives a killed job, which resumes from it)
         partial_dir=f"{RESULTS}/state/forking{{score}}",

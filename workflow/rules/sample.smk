@@ -36,7 +36,6 @@ rule sample_images:
         snr=cfg("sampling/snr"),
         corrector=cfg("sampling/corrector"),
         batch_size=cfg("sampling/batch_size"),
-        device_memory_gb=cfg("device_memory_gb"),
         seed=cfg("seed"),
     script:
         "../scripts/sample_images.py"

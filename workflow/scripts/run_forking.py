@@ -26,6 +26,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         seed=par.seed,
         partial_dir=par.partial_dir,
         batch_size=par.batch_size,
-        device_memory_gb=par.device_memory_gb,
+        device_memory_gb=snakemake.config["device_memory_gb"],  # execution setting: no rerun when it changes
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )
