@@ -19,5 +19,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         batch_size=par.batch_size,
         estimator=par.estimator,
         seed=par.seed,
+        shard=par.shard,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

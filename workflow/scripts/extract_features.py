@@ -20,5 +20,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         n_test=par.n_test,
         batch_size=par.batch_size,
         seed=par.seed,
+        shard=par.shard,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

@@ -25,5 +25,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         strip_taus=par.strip_taus,
         seed=par.seed,
         partial_dir=par.partial_dir,
+        shard=par.shard,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

@@ -89,8 +89,8 @@ def fork_labels(
         keep_images: tau indices whose forks of base 0 are returned.
         corrector: with method "pc", also run its Langevin corrector (one step per grid point) on the base
             paths and the forks; False (the default) runs the reverse-diffusion predictor alone.
-        skip: tau indices not to fork (done before: each tau's forks have their own seeds, so the others are
-            the same with or without them).
+        skip: tau indices not to fork (done before, or another shard's: each tau's forks have their own seeds, so
+            the others are the same with or without them); the base paths stop at the last tau forked from.
         on_tau: called as each tau is done with (tau index, its labels (n_base, n_forks, F), its kept images or
             None), e.g. to save partial results.
 
@@ -100,15 +100,31 @@ def fork_labels(
     grid = path_grid(steps, taus)
     # each tau's grid index (path_grid puts every tau on the grid; taus >= 1 - eps map to the last point)
     at = [int(np.argmin(np.abs(grid.numpy() - min(t, float(grid[-1]))))) for t in taus]
+    todo = [j for j in range(len(taus)) if j not in skip]
+    if not todo:
+        return np.zeros((0, n_base, n_forks, 0), np.int64), {}
     base_seeds = derive_seeds(seed, "sample", n_base)
     gens = make_generators(base_seeds, device)
     x = sde.prior_sampling((n_base, *shape), gens, device)
     n_corr = 1 if corrector else 0
-    base = sample(score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at, denoise=False)
+    # the base paths up to the last tau forked from: the per-sample generators make this prefix of the whole path
+    # the same, so a shard of the grid (or a resumed run) forks from the states an uninterrupted run forks from
+    last = max(at[j] for j in todo)
+    base = sample(
+        score_fn,
+        sde,
+        x,
+        grid[: last + 1],
+        gens,
+        method=method,
+        snr=snr,
+        n_corrector=n_corr,
+        record_at=sorted({at[j] for j in todo}),
+        denoise=False,
+    )
     out, kept = [], {}
-    for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
-        if j in skip:
-            continue
+    for j in tqdm(todo, desc="forking", mininterval=2):
+        i = at[j]
         state = base.states[i].to(device).repeat_interleave(n_forks, dim=0)  # (n_base * K, ...)
         fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_base * n_forks, index=j)]
         finals = sample(
