@@ -123,7 +123,7 @@ def get_taus():
 
 # Jobs per per-tau measurement. With 1, each measurement is one job writing its final files (no gather jobs, the
 # DAG of an unsharded run); with more, each runs as TAU_SHARDS jobs on the {shard} wildcard writing parts, and a
-# gather_* rule (local: it only reads and writes) turns the parts into the final files.
+# gather_* rule (a local job, as it only reads and writes) turns the parts into the final files.
 TAU_SHARDS = config["tau_shards"]
 SHARDS = list(range(TAU_SHARDS))
 # the rule that writes each sharded measurement's final files when TAU_SHARDS > 1
