@@ -35,6 +35,9 @@ Estimator. The t-interval of each step of the tau grid is split into equal strat
 uniform time per stratum and one noise sample per time (stratified Monte Carlo, unbiased). Per image the
 cumulative sums give its estimate at every tau; the MI is the mean over images and its standard error the
 standard deviation over images / sqrt(n). The same function takes the network's scores or exact scores (tests).
+The two halves are separate functions (:func:`mi_contributions` per interval, :func:`mi_from_contributions` for
+the sums), so that contiguous parts of the grid can be estimated apart (tau shards) and finished together; a part
+draws, without evaluating the score, the random numbers of the intervals before it, so it gets the whole run's.
 """
 
 from __future__ import annotations
