@@ -70,11 +70,11 @@ def run_profile(
     no_gpus = ["--set-resources", *[f"{rule}:gpu=0" for rule in sorted(gpu_rules)]]
     cmd = [
         snakemake_exe(),
+        *extra,  # first: the options below take several values each, and would read a target as one more
         "--profile",
         "profiles/slurm",
         *OVERRIDES,
         *no_gpus,
-        *extra,
         "--configfile",
         "config/tiny.yaml",
         *configs,
