@@ -149,3 +149,56 @@ def test_a_failed_extraction_leaves_no_table(run, tmp_path, monkeypatch):
             d / "model.pt", d / "hparams.json", d / "data.h5", d / "split.parquet", tmp_path / "f.parquet", **kw
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bound", [None, 4096, 20_000])
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_tau_shards_gather_into_the_unsharded_bytes(run, tmp_path, monkeypatch, bound, n_shards):
+    """Features extracted in tau shards and gathered, and probes fitted per shard and gathered, are byte for byte
+    the unsharded table and probes, whatever the row groups (one, a cell over several, cells sharing one)."""
+    from latent_abstractions.stages import feature_table
+    from latent_abstractions.stages.linear_probes import gather_linear_probes
+
+    d, kw = run
+    if bound is not None:
+        monkeypatch.setattr(feature_table, "ROW_GROUP_BYTES", bound)
+    model = (d / "model.pt", d / "hparams.json")
+    whole = tmp_path / "whole.parquet"
+    extract_features(*model, d / "data.h5", d / "split.parquet", whole, **kw)
+    parts = [tmp_path / f"f.{k}.parquet" for k in range(n_shards)]
+    for k, part in enumerate(parts):
+        extract_features(*model, d / "data.h5", d / "split.parquet", part, **kw, shard=(k, n_shards))
+    assert sorted(t for p in parts for t in set(pd.read_parquet(p, columns=["tau"])["tau"])) == TAUS.tolist()
+    feature_table.gather_feature_tables(parts, tmp_path / "gathered.parquet")
+    assert (tmp_path / "gathered.parquet").read_bytes() == whole.read_bytes()
+
+    probes = dict(C=1.0, max_iter=50, n_bootstrap=20, seed=0)
+    fit_linear_probes(whole, tmp_path / "p.parquet", **probes)
+    probe_parts = [tmp_path / f"p.{k}.npz" for k in range(n_shards)]
+    for k, part in enumerate(probe_parts):
+        assert fit_linear_probes(whole, part, **probes, shard=(k, n_shards)) is None
+    gather_linear_probes(probe_parts, tmp_path / "pg.parquet")
+    assert (tmp_path / "pg.parquet").read_bytes() == (tmp_path / "p.parquet").read_bytes()
+
+
+def test_a_gather_refuses_parts_of_another_run_or_out_of_order(run, tmp_path):
+    from latent_abstractions.stages.feature_table import gather_feature_tables
+    from latent_abstractions.stages.linear_probes import gather_linear_probes
+
+    d, kw = run
+    model = (d / "model.pt", d / "hparams.json")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    extract_features(*model, d / "data.h5", d / "split.parquet", a, **kw, shard=(0, 2))
+    extract_features(*model, d / "data.h5", d / "split.parquet", b, **{**kw, "seed": 4}, shard=(1, 2))
+    with pytest.raises(ValueError, match=r"b\.parquet.*other settings.*seed"):
+        gather_feature_tables([a, b], tmp_path / "out.parquet")
+    probes = dict(C=1.0, max_iter=50, n_bootstrap=20, seed=0)
+    parts = [tmp_path / f"p.{k}.npz" for k in range(2)]
+    for k, part in enumerate(parts):
+        fit_linear_probes(d / "f.parquet", part, **probes, shard=(k, 2))
+    with pytest.raises(ValueError, match=r"p\.1\.npz: shard \[1, 2\] where shard \[0, 2\] was expected"):
+        gather_linear_probes(parts[::-1], tmp_path / "out.parquet")
+    parts[1].write_bytes(b"not a part")
+    with pytest.raises(ValueError, match=r"p\.1\.npz: not a tau-shard part"):
+        gather_linear_probes(parts, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()

@@ -112,3 +112,32 @@ def test_corrector_flag_reaches_the_sampler():
     assert not torch.equal(kept_c[1], kept[1])
     again, kept2 = fork_labels(score, SDE, brightness_label, keep_images={1}, corrector=False, **kw)
     assert torch.equal(kept[1], kept2[1]) and np.array_equal(without, again)
+
+
+def test_tau_shards_fork_the_whole_runs_labels():
+    """Forking only a shard's taus (the others skipped; the base paths stop at the shard's last tau) gives exactly
+    the labels and kept images of the whole run at those taus."""
+    taus = np.array([0.0, 0.3, 0.6, 0.8, 1.0])
+    centres = [np.full(SHAPE, 0.2), np.full(SHAPE, 0.8)]
+    whole, kept = _labels(centres, taus)
+    for shard in ([0, 1], [2], [3, 4], [1, 2, 3]):
+        skip = set(range(len(taus))) - set(shard)
+        got, got_kept = fork_labels(
+            point_mass_score(centres),
+            SDE,
+            brightness_label,
+            shape=SHAPE,
+            taus=taus,
+            n_base=4,
+            n_forks=12,
+            steps=24,
+            method="em",
+            snr=0.16,
+            seed=0,
+            device=torch.device("cpu"),
+            keep_images={0},
+            skip=skip,
+        )
+        assert np.array_equal(got, whole[shard]), shard
+        assert set(got_kept) == ({0} & set(shard)) and all(torch.equal(got_kept[j], kept[j]) for j in got_kept)
+    assert 0 < _entropy_bits(whole)[1] and _entropy_bits(whole)[-1] == 0  # not a constant answer

@@ -27,11 +27,11 @@ def write_models(d, weight_seed=0):
     return [d / "model.pt", d / "hparams.json", d / "clf.pt", d / "clf.json"]
 
 
-def fork(models, out, seed=0, partial_dir=None):
+def fork(models, out, seed=0, partial_dir=None, shard=None, names=("table.parquet", "strips.h5")):
     return run_forking(
         *models,
-        out / "table.parquet",
-        out / "strips.h5",
+        out / names[0],
+        out / names[1],
         taus=TAUS,
         n_base=3,
         n_forks=4,
@@ -43,6 +43,7 @@ def fork(models, out, seed=0, partial_dir=None):
         device=torch.device("cpu"),
         n_bootstrap=50,
         partial_dir=partial_dir,
+        shard=shard,
     )
 
 
@@ -57,7 +58,7 @@ def uninterrupted(tmp_path_factory):
 def strips(out):
     import h5py
 
-    with h5py.File(out / "strips.h5") as f:
+    with h5py.File(out if out.suffix == ".h5" else out / "strips.h5") as f:
         return f["images"][...]
 
 
@@ -118,3 +119,39 @@ def test_partial_results_of_another_run_are_recomputed(uninterrupted, tmp_path, 
     assert (tmp_path / "after_damage" / "table.parquet").read_bytes() == (
         tmp_path / "other_model_alone" / "table.parquet"
     ).read_bytes()
+
+
+def test_tau_shards_resume_from_the_shared_state_and_gather_the_uninterrupted_outputs(
+    uninterrupted, tmp_path, monkeypatch
+):
+    d, models = uninterrupted
+    partial = tmp_path / "state" / "forking"
+    names = [(f"part.{k}.npz", f"strips.{k}.h5") for k in range(2)]
+    real_save = measurements.PartialResults.save
+
+    def save_then_die(self, step, arrays):
+        real_save(self, step, arrays)
+        if step == 2:
+            raise KeyboardInterrupt("killed after the shard's first tau")
+
+    monkeypatch.setattr(measurements.PartialResults, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fork(models, tmp_path, partial_dir=partial, shard=(1, 2), names=names[1])
+    monkeypatch.setattr(measurements.PartialResults, "save", real_save)
+    assert sorted(p.name for p in partial.iterdir()) == ["step_0002.npz"]
+    skipped = []
+    real_fork_labels = measurements.fork_labels
+
+    def recording(*args, **kwargs):
+        skipped.append(set(kwargs["skip"]))
+        return real_fork_labels(*args, **kwargs)
+
+    monkeypatch.setattr(measurements, "fork_labels", recording)
+    for k in (1, 0):
+        assert fork(models, tmp_path, partial_dir=partial, shard=(k, 2), names=names[k]) is None
+    assert skipped == [{0, 1, 2}, {2, 3}]  # shard 1 forks only its tau not saved; shard 0 only its own taus
+    measurements.gather_forking(
+        [tmp_path / a for a, _ in names], [tmp_path / b for _, b in names], tmp_path / "t.parquet", tmp_path / "s.h5"
+    )
+    assert (tmp_path / "t.parquet").read_bytes() == (d / "full" / "table.parquet").read_bytes()
+    np.testing.assert_array_equal(strips(tmp_path / "s.h5"), strips(d / "full" / "strips.h5"))

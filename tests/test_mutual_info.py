@@ -110,3 +110,55 @@ def test_dsm_difference_estimator_matches_exact_mi_and_ignores_independent_branc
     assert abs(diff[-1, 0] - truth) < 0.25 * (gap[-1, 0] - truth), (diff[-1, 0], gap[-1, 0], truth)
     with pytest.raises(ValueError, match="estimator"):
         mi_curves(exact_score, *args, n_times=4, generator=g, estimator="kl")
+
+
+@pytest.mark.parametrize("taus", [TAUS, TAUS[1:]], ids=["from_zero", "from_above_zero"])
+def test_tau_shards_draw_what_the_whole_run_draws(taus):
+    """Contributions of contiguous interval ranges, each from a fresh generator with the run's seed, are exactly the
+    whole run's columns; gathered, they give mi_curves' (mi, se) bit for bit."""
+    from latent_abstractions.measure.mutual_info import (
+        mi_contributions,
+        mi_edges,
+        mi_from_contributions,
+        tau_intervals,
+    )
+    from latent_abstractions.taus import shard_range
+
+    g = torch.Generator().manual_seed(1)
+    which = torch.randint(0, 4, (64,), generator=g)
+    x0, labels = CENTRES[which].float()[:, None], LABELS[which]
+    kw = dict(n_times=20, batch_size=30)
+    whole = mi_contributions(exact_score, SDE, x0, labels, taus, generator=torch.Generator().manual_seed(7), **kw)
+    assert whole.shape == (64, len(mi_edges(taus)) - 1, 2)
+    for n_shards in (2, 3, len(taus)):
+        intervals = [tau_intervals(taus, shard_range(len(taus), n_shards, k)) for k in range(n_shards)]
+        assert [j for r in intervals for j in r] == list(range(whole.shape[1]))  # every interval once, in order
+        parts = [
+            mi_contributions(
+                exact_score, SDE, x0, labels, taus, generator=torch.Generator().manual_seed(7), intervals=r, **kw
+            )
+            for r in intervals
+        ]
+        assert torch.equal(torch.cat(parts, dim=1), whole)
+    mi, se = mi_curves(exact_score, SDE, x0, labels, taus, generator=torch.Generator().manual_seed(7), **kw)
+    mi2, se2 = mi_from_contributions(torch.cat(parts, dim=1), taus)
+    assert np.array_equal(mi, mi2) and np.array_equal(se, se2)
+
+
+def test_shard_range_splits_the_grid_into_contiguous_balanced_parts():
+    from latent_abstractions.taus import shard_range
+
+    for n_taus in (1, 2, 7, 12):
+        for n_shards in range(1, n_taus + 1):
+            parts = [shard_range(n_taus, n_shards, k) for k in range(n_shards)]
+            assert [j for r in parts for j in r] == list(range(n_taus))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1 and min(map(len, parts)) >= 1
+    assert list(map(list, (shard_range(12, 5, k) for k in range(5)))) == [
+        [0, 1, 2],
+        [3, 4, 5],
+        [6, 7],
+        [8, 9],
+        [10, 11],
+    ]
+    with pytest.raises(ValueError, match="tau_shards"):
+        shard_range(3, 4, 0)

@@ -1,8 +1,9 @@
 """The tiny workflow through `snakemake --profile profiles/slurm` on a real single-node Slurm cluster.
 
-Checks that every non-local rule ran as a Slurm job, that the outputs equal a local run's with the same seed,
-that a job failing under Slurm is reported as failed and a rerun then completes, and that a training cut into
-segments (two gloo processes under torchrun in one Slurm job) is resubmitted until done. Skips with the reason
+Checks that every non-local rule ran as a Slurm job (the per-tau measurements in two tau shards each), that the
+outputs equal a local (unsharded) run's with the same seed, that a job failing under Slurm is reported as failed and
+a rerun then completes, and that a training cut into segments (two gloo processes under torchrun in one Slurm job)
+is resubmitted until done. Skips with the reason
 where the cluster cannot be started (not root, or Slurm not installed: `bash scripts/slurm_local.sh install`).
 """
 
@@ -69,11 +70,11 @@ def run_profile(
     no_gpus = ["--set-resources", *[f"{rule}:gpu=0" for rule in sorted(gpu_rules)]]
     cmd = [
         snakemake_exe(),
+        *extra,  # first: the options below take several values each, and would read a target as one more
         "--profile",
         "profiles/slurm",
         *OVERRIDES,
         *no_gpus,
-        *extra,
         "--configfile",
         "config/tiny.yaml",
         *configs,
@@ -133,15 +134,26 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(
     shutil.copytree(
         tiny_run, wf, ignore=lambda d, names: {"results", ".snakemake"} & set(names) if Path(d) == tiny_run else set()
     )
+    # the per-tau measurements in two tau shards each: the gathered tables must still equal the local run's
+    (wf / "shards.yaml").write_text("tau_shards: 2\n")
     before = last_job_id()
-    proc = run_profile(wf, gpu_rules)
+    proc = run_profile(wf, gpu_rules, configs=("shards.yaml",))
     assert proc.returncode == 0, proc.stdout[-6000:]
     jobs = job_table(before)
     print("\nSlurm job table (first run):\n" + jobs.to_string(index=False))
     assert set(jobs["rule"]) == cluster_rules, jobs
     assert (jobs["state"] == "COMPLETED").all(), jobs
-    # two score models, two sample jobs, and MI and forking each on the network and on the exact score
-    assert len(jobs) == len(cluster_rules) + 4
+    # two score models and two sample jobs; features and probes in two shards, MI and forking in two shards on
+    # each of the two scores (the gathers are local: no Slurm jobs)
+    per_rule = {
+        "train_score_model": 2,
+        "sample_images": 2,
+        "extract_features": 2,
+        "fit_linear_probes": 2,
+        "estimate_mutual_information": 4,
+        "run_forking": 4,
+    }
+    assert jobs["rule"].value_counts().to_dict() == {rule: per_rule.get(rule, 1) for rule in cluster_rules}, jobs
     # the plugin's own per-job logs name the same job ids
     logged = {int(p.stem) for p in (wf / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(jobs["job_id"]) <= logged
@@ -166,27 +178,27 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(
             np.testing.assert_array_equal(a["images"][...], b["images"][...], err_msg=h5)
     assert (res / "report" / "report.html").exists()
 
-    # A job that fails under Slurm: corrupt the probes' input; fit_linear_probes must fail and be reported.
+    # A job that fails under Slurm: corrupt the probes' input; the probes' shards must fail and be reported.
     # (Only the probes table is asked for, so the local plotting rules downstream do not rerun.)
     features = res / "features" / "features.parquet"
     good = features.read_bytes()
     features.write_bytes(b"not parquet")
     target = "results/tiny/tables/probes.parquet"
     before = last_job_id()
-    proc = run_profile(wf, gpu_rules, target)
+    proc = run_profile(wf, gpu_rules, target, configs=("shards.yaml",))
     assert proc.returncode != 0, proc.stdout[-4000:]
     failed = job_table(before)
     print("Slurm job table (failing run):\n" + failed.to_string(index=False))
-    assert list(failed["rule"]) == ["fit_linear_probes"] and list(failed["state"]) == ["FAILED"], failed
+    assert set(failed["rule"]) == {"fit_linear_probes"} and set(failed["state"]) == {"FAILED"}, failed
     assert "fit_linear_probes" in proc.stdout and "Error" in proc.stdout
 
-    # Repair the input and rerun: it completes.
+    # Repair the input and rerun: both shards complete.
     features.write_bytes(good)
     before = last_job_id()
-    proc = run_profile(wf, gpu_rules, target)
+    proc = run_profile(wf, gpu_rules, target, configs=("shards.yaml",))
     assert proc.returncode == 0, proc.stdout[-6000:]
     rerun = job_table(before)
-    assert list(rerun["rule"]) == ["fit_linear_probes"] and list(rerun["state"]) == ["COMPLETED"], rerun
+    assert list(rerun["rule"]) == ["fit_linear_probes"] * 2 and set(rerun["state"]) == {"COMPLETED"}, rerun
     pd.testing.assert_frame_equal(
         pd.read_parquet(res / "tables" / "probes.parquet"), pd.read_parquet(ref / "tables" / "probes.parquet")
     )

@@ -140,6 +140,11 @@ def preflight_problems(config: dict) -> tuple[list[str], list[str]]:
                     f"allowed: values nearest to distinct taus of {grid}"
                 )
             snapped.setdefault(near, s)
+        if config["tau_shards"] > taus["n"]:
+            problems.append(
+                f"tau_shards = {config['tau_shards']}: more shards than the {taus['n']} taus of the grid "
+                f"(taus.n); allowed: 1..{taus['n']} (each shard measures at least one tau)"
+            )
         intervals = taus["n"] - 1 if taus["start"] == 0 else taus["n"]  # as mutual_info.mi_curves splits [0, tau]
         if config["mutual_info"]["n_times"] < intervals:
             problems.append(

@@ -40,6 +40,7 @@ SCORE_SUFFIX = {score: "" if score == "network" else f"_{score}" for score in SC
 wildcard_constraints:
     model="|".join(MODELS),
     score="|".join(SCORE_SUFFIX.values()),
+    shard=r"\d+",
 
 
 def detect_gpus():
@@ -134,6 +135,50 @@ def get_taus():
     return tau_grid(t["start"], t["stop"], t["n"]).tolist()
 
 
+# --- tau shards ({shard} wildcard) of the per-tau measurements (measure.smk) ---
+
+# Jobs per per-tau measurement. With 1, each measurement is one job writing its final files (no gather jobs, the
+# DAG of an unsharded run); with more, each runs as TAU_SHARDS jobs on the {shard} wildcard writing parts, and a
+# gather_* rule (a local job, as it only reads and writes) turns the parts into the final files.
+TAU_SHARDS = config["tau_shards"]
+SHARDS = list(range(TAU_SHARDS))
+# the rule that writes each sharded measurement's final files when TAU_SHARDS > 1
+GATHERS = {
+    "extract_features": "gather_features",
+    "fit_linear_probes": "gather_linear_probes",
+    "estimate_mutual_information": "gather_mutual_information",
+    "run_forking": "gather_forking",
+}
+
+
+def sharded(final, part):
+    """A measurement's output: ``final`` (its final file) when unsharded, else ``part`` (one shard's part)."""
+    return final if TAU_SHARDS == 1 else part
+
+
+def shard_log(path):
+    """A log or benchmark path of a sharded rule: one per shard (``.{shard}`` before the extension) if sharded."""
+    if TAU_SHARDS == 1:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.{{shard}}{ext}"
+
+
+def for_shards(path):
+    """``path`` for every shard (a list; [path] when unsharded); other wildcards are kept."""
+    return [path] if TAU_SHARDS == 1 else expand(path, shard=SHARDS, allow_missing=True)
+
+
+def get_shard(wildcards):
+    """[index, count] of a job's tau shard (a params entry), None when unsharded."""
+    return [int(wildcards.shard), TAU_SHARDS] if TAU_SHARDS > 1 else None
+
+
+def measured(rule):
+    """The outputs holding the final files of the sharded measurement ``rule`` (its gather's when sharded)."""
+    return getattr(rules, GATHERS[rule] if TAU_SHARDS > 1 else rule).output
+
+
 # --- dataset (data.smk) ---
 
 
@@ -190,8 +235,8 @@ RUN_SCORES = [score for score in SCORES if score == "network" or config["exact_s
 
 
 def for_scores(path):
-    """``path`` for every score this run measures on, in SCORES order."""
-    return [for_score(path, score) for score in RUN_SCORES]
+    """``path`` (or paths) for every score this run measures on, in SCORES order."""
+    return expand(path, score=[SCORE_SUFFIX[score] for score in RUN_SCORES])
 
 
 def get_exact_score_tables(wildcards):
@@ -199,8 +244,8 @@ def get_exact_score_tables(wildcards):
     if "exact" not in RUN_SCORES:
         return {}
     return {
-        "mutual_info_exact": for_score(rules.estimate_mutual_information.output.table, "exact"),
-        "forking_exact": for_score(rules.run_forking.output.table, "exact"),
+        "mutual_info_exact": for_score(measured("estimate_mutual_information").table, "exact"),
+        "forking_exact": for_score(measured("run_forking").table, "exact"),
     }
 
 
@@ -226,10 +271,10 @@ def get_benchmarks():
         *expand(rules.train_score_model.benchmark, model=MODELS),
         *expand(rules.sample_images.benchmark, model=MODELS),
         rules.train_classifier.benchmark,
-        rules.extract_features.benchmark,
-        rules.fit_linear_probes.benchmark,
-        *for_scores(rules.estimate_mutual_information.benchmark),
-        *for_scores(rules.run_forking.benchmark),
+        *for_shards(rules.extract_features.benchmark),
+        *for_shards(rules.fit_linear_probes.benchmark),
+        *for_scores(for_shards(rules.estimate_mutual_information.benchmark)),
+        *for_scores(for_shards(rules.run_forking.benchmark)),
         rules.compute_exact_filter.benchmark,
     ]
     if config["dataset"]["source"] == "synthetic":
@@ -246,10 +291,10 @@ def get_final_outputs():
         rules.train_classifier.output.accuracy,
         *expand(rules.sample_images.output.grid, model=MODELS),
         *expand(rules.sample_images.output.scores, model=MODELS),
-        rules.fit_linear_probes.output.table,
-        *for_scores(rules.estimate_mutual_information.output.table),
-        *for_scores(rules.run_forking.output.table),
-        for_score(rules.run_forking.output.strips, "network"),
+        measured("fit_linear_probes").table,
+        *for_scores(measured("estimate_mutual_information").table),
+        *for_scores(measured("run_forking").table),
+        for_score(measured("run_forking").strips, "network"),
         rules.compute_exact_filter.output.table,
         rules.make_report.output.html,
         rules.plot_probes.output.pdf,

@@ -6,7 +6,7 @@
 
 rule plot_probes:
     input:
-        probes=rules.fit_linear_probes.output.table,
+        probes=measured("fit_linear_probes").table,
         exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/probes.pdf",
@@ -25,7 +25,7 @@ rule plot_probes:
 
 rule plot_mutual_info:
     input:
-        mutual_info=for_score(rules.estimate_mutual_information.output.table, "network"),
+        mutual_info=for_score(measured("estimate_mutual_information").table, "network"),
         exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/mutual_info.pdf",
@@ -44,7 +44,7 @@ rule plot_mutual_info:
 
 rule plot_forking:
     input:
-        forking=for_score(rules.run_forking.output.table, "network"),
+        forking=for_score(measured("run_forking").table, "network"),
         exact=rules.compute_exact_filter.output.table,
     output:
         pdf=f"{RESULTS}/figures/forking.pdf",
@@ -64,7 +64,7 @@ rule plot_forking:
 rule plot_samples_forks:
     input:
         samples=f"{RESULTS}/samples/uncond.h5",
-        strips=for_score(rules.run_forking.output.strips, "network"),
+        strips=for_score(measured("run_forking").strips, "network"),
     output:
         pdf=f"{RESULTS}/figures/samples_forks.pdf",
         png=report(f"{RESULTS}/figures/samples_forks.png", caption="../report/samples_forks.rst", category="Samples"),
@@ -103,9 +103,9 @@ rule plot_training_loss:
 rule make_emergence_table:
     input:
         unpack(get_exact_score_tables),
-        probes=rules.fit_linear_probes.output.table,
-        mutual_info=for_score(rules.estimate_mutual_information.output.table, "network"),
-        forking=for_score(rules.run_forking.output.table, "network"),
+        probes=measured("fit_linear_probes").table,
+        mutual_info=for_score(measured("estimate_mutual_information").table, "network"),
+        forking=for_score(measured("run_forking").table, "network"),
         exact=rules.compute_exact_filter.output.table,
     output:
         table=f"{RESULTS}/tables/emergence.parquet",
@@ -131,8 +131,8 @@ rule make_emergence_table:
 rule plot_agreement:
     input:
         unpack(get_exact_score_tables),
-        mutual_info=for_score(rules.estimate_mutual_information.output.table, "network"),
-        forking=for_score(rules.run_forking.output.table, "network"),
+        mutual_info=for_score(measured("estimate_mutual_information").table, "network"),
+        forking=for_score(measured("run_forking").table, "network"),
         exact=rules.compute_exact_filter.output.table,
         exact_gaps=rules.make_emergence_table.output.exact_gaps,
     output:

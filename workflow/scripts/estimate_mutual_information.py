@@ -20,5 +20,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         estimator=par.estimator,
         seed=par.seed,
         device_memory_gb=snakemake.config["device_memory_gb"],  # execution setting: no rerun when it changes
+        shard=par.shard,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

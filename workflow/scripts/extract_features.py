@@ -21,5 +21,6 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         batch_size=par.batch_size,
         seed=par.seed,
         device_memory_gb=snakemake.config["device_memory_gb"],  # execution setting: no rerun when it changes
+        shard=par.shard,
         device=select_device(snakemake.resources.get("gpu", 0), snakemake.threads),
     )

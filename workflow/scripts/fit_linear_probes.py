@@ -14,4 +14,5 @@ with rule_logging(snakemake.log[0], snakemake.rule):
         n_bootstrap=par.n_bootstrap,
         seed=par.seed,
         n_jobs=snakemake.threads,
+        shard=par.shard,
     )

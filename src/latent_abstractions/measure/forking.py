@@ -96,8 +96,8 @@ def fork_labels(
         keep_images: tau indices whose forks of base 0 are returned.
         corrector: with method "pc", also run its Langevin corrector (one step per grid point) on the base
             paths and the forks; False (the default) runs the reverse-diffusion predictor alone.
-        skip: tau indices not to fork (done before: each tau's forks have their own seeds, so the others are
-            the same with or without them).
+        skip: tau indices not to fork (done before, or another shard's: each tau's forks have their own seeds, so
+            the others are the same with or without them); the base paths stop at the last tau forked from.
         on_tau: called as each tau is done with (tau index, its labels (n_base, n_forks, F), its kept images or
             None), e.g. to save partial results.
         batch_size: base paths, and forks, per network call (None: all of them at once).
@@ -107,26 +107,40 @@ def fork_labels(
     """
     grid = path_grid(steps, taus)
     at = fork_grid_indices(grid, taus)
+    todo = [j for j in range(len(taus)) if j not in skip]
+    if not todo:
+        return np.zeros((0, n_base, n_forks, 0), np.int64), {}
     n_total = n_base * n_forks
     batch = n_total if batch_size is None else int(batch_size)
     if batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     base_seeds = derive_seeds(seed, "sample", n_base)
     n_corr = 1 if corrector else 0
+    # the base paths up to the last tau forked from: the per-sample generators make this prefix of the whole path
+    # the same, so a shard of the grid (or a resumed run) forks from the states an uninterrupted run forks from
+    last = max(at[j] for j in todo)
     parts: dict[int, list[torch.Tensor]] = {}
     for a in range(0, n_base, batch):
         gens = make_generators(base_seeds[a : a + batch], device)
         x = sde.prior_sampling((len(gens), *shape), gens, device)
         base = sample(
-            score_fn, sde, x, grid, gens, method=method, snr=snr, n_corrector=n_corr, record_at=at, denoise=False
+            score_fn,
+            sde,
+            x,
+            grid[: last + 1],
+            gens,
+            method=method,
+            snr=snr,
+            n_corrector=n_corr,
+            record_at=sorted({at[j] for j in todo}),
+            denoise=False,
         )
         for i, state in base.states.items():
             parts.setdefault(i, []).append(state)
     states = {i: torch.cat(p) for i, p in parts.items()}  # (n_base, ...) on the CPU, per grid index
     out, kept = [], {}
-    for j, i in enumerate(tqdm(at, desc="forking", mininterval=2)):
-        if j in skip:
-            continue
+    for j in tqdm(todo, desc="forking", mininterval=2):
+        i = at[j]
         fork_seeds = [int(s) for s in derive_seeds(seed, "fork", n_total, index=j)]
         labels, firsts = [], []
         for a in range(0, n_total, batch):  # fork r continues base r // n_forks

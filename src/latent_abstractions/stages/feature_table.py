@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..data.factors import FACTOR_NAMES
-from ..io import atomic_path, with_provenance
+from ..io import atomic_path, read_parquet_metadata, with_provenance
 
 #: Upper bound of one row group's Arrow data (the features column is ~all of it). At paper scale one cell is
 #: 25,000 images x 1,024 floats (~100 MB), so it is written as two row groups.
@@ -110,6 +110,51 @@ class FeatureTableWriter:
                 raise ValueError(f"{self.path}: no rows were written (the features table needs at least one tau)")
             self._flush()
         return self._stack.__exit__(*exc)
+
+
+def iter_cells(path: str | os.PathLike) -> Iterator[pa.Table]:
+    """The (layer, tau) cells of a features table in file order, each as :func:`cell_table` builds it, decoding one
+    row group at a time (a cell split over row groups is joined: one cell and one row group are held at most)."""
+    pf = pq.ParquetFile(path)
+    pieces: list[pa.Table] = []
+    current = None  # the (tau, layer) of pieces
+
+    def cell() -> pa.Table:
+        rows = pa.concat_tables(pieces)
+        labels = np.stack([rows[f].to_numpy() for f in FACTOR_NAMES], axis=1)
+        split_names = rows["split"].to_numpy(zero_copy_only=False)
+        return cell_table(rows["image_index"].to_numpy(), split_names, *current, labels, features_matrix(rows))
+
+    for i in range(pf.metadata.num_row_groups):
+        group = pf.read_row_group(i, use_threads=False)
+        tau, layer = group["tau"].to_numpy(), group["layer"].to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, (tau[1:] != tau[:-1]) | (layer[1:] != layer[:-1])])  # runs of one cell
+        for a, b in zip(starts, np.r_[starts[1:], len(tau)]):
+            key = (float(tau[a]), str(layer[a]))
+            if pieces and key != current:
+                yield cell()
+                pieces = []
+            pieces.append(group.slice(a, b - a))
+            current = key
+    if pieces:
+        yield cell()
+
+
+def gather_feature_tables(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    """The ``gather_features`` rule: the tau shards' feature tables (in shard order) as one table, with the bytes
+    an unsharded ``extract_features`` writes: their cells fed in order to the same :class:`FeatureTableWriter`,
+    which groups rows as it does while computing them. Holds one cell and one row group at a time."""
+    meta = read_parquet_metadata(parts[0])
+    for path in parts[1:]:
+        other = read_parquet_metadata(path)
+        if other != meta:
+            differ = sorted(k for k in meta.keys() | other.keys() if meta.get(k) != other.get(k))
+            raise ValueError(f"{path}: features computed with other settings than {parts[0]} (differ: {differ})")
+    with FeatureTableWriter(out) as table:
+        table.open(meta)
+        for path in parts:
+            for cell in iter_cells(path):
+                table.add(cell)
 
 
 def _may_contain(stats, value) -> bool:

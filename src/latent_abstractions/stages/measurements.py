@@ -26,7 +26,7 @@ from ..measure.agreement import SCORES
 from ..measure.exact_filter import exact_score_fn
 from ..measure.features import choose_images, pooled_features
 from ..measure.forking import fork_entropies, fork_labels
-from ..measure.mutual_info import ESTIMATORS, mi_curves
+from ..measure.mutual_info import ESTIMATORS, mi_contributions, mi_from_contributions, tau_intervals
 from ..measure.stats import bootstrap_ci
 from ..model.checkpoint import load_classifier, load_score_model
 from ..model.classifier import predict
@@ -35,8 +35,10 @@ from ..model.sde import VESDE
 from ..partials import PartialResults
 from ..plan import stage_batch
 from ..rng import derive_seed, numpy_rng, seeded_subset
+from ..taus import shard_range
 from .exact import read_sde
 from .feature_table import FeatureTableWriter, cell_table
+from .shards import load_parts, save_part
 from .tables import TIME_CONVENTION, finish_table
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ def extract_features(
     seed: int,
     device: torch.device,
     device_memory_gb: float | str = "auto",
+    shard: Sequence[int] | None = None,
 ) -> None:
     """The ``extract_features`` rule: one row per image x tau x layer (schema in docs/architecture.md).
 
@@ -111,8 +114,11 @@ def extract_features(
     job holds the uint8 images, one tau's noise and noisy images, its features and one Parquet row group, never the
     table (at paper scale ~3 GB, against ~18 GB when the table was built in memory).
     ``batch_size``: images per network call, at most (fewer where ``device_memory_gb`` needs it).
+    ``shard``: (index, count) of a tau shard: ``out`` then holds this shard's taus only (each tau's noise is
+    seeded by its place in the whole grid), for :func:`feature_table.gather_feature_tables`.
     """
     taus = np.asarray(taus)
+    mine = shard_range(len(taus), shard[1], shard[0]) if shard is not None else range(len(taus))
     model = load_score_model(model_path, hparams_path, device)
     net, sde = model.net, model.sde
     batch_size = stage_batch(
@@ -133,7 +139,8 @@ def extract_features(
     labels = data.label_indices[idx]
     shape = (len(idx), 3, data.resolution, data.resolution)
     with FeatureTableWriter(out) as table:
-        for j, tau in enumerate(tqdm(taus, desc="features", mininterval=2)):
+        for j in tqdm(mine, desc="features", mininterval=2):
+            tau = taus[j]
             # the same noise whatever the batch size
             gen = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", j))
             sigma = float(sde.sigma(float(sde.tau_to_t(tau))))
@@ -172,7 +179,7 @@ def extract_features(
             for name, mat in feats.items():
                 table.add(cell_table(idx, split_names, float(tau), name, labels, mat))
             del feats
-    log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
+    log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(mine), len(dims), dims)
 
 
 def estimate_mutual_information(
@@ -191,14 +198,17 @@ def estimate_mutual_information(
     device: torch.device,
     estimator: str = "gap",
     device_memory_gb: float | str = "auto",
-) -> pd.DataFrame:
+    shard: Sequence[int] | None = None,
+) -> pd.DataFrame | None:
     """The ``estimate_mutual_information`` rule on held-out images, with the conditional network or the exact score.
 
     ``score``: "network" (the conditional model at ``model_path``) or "exact" (``model_path`` unused; the SDE from
     ``hparams_path``): see :func:`load_score`. ``estimator``: the integrand, "gap" or "dsm_difference" (see
     :mod:`latent_abstractions.mutual_info`); either way the table holds I(Y_tau) - I(Y_0), the information gained
-    since tau = 0. ``batch_size``: rows per
-    network call, at most (fewer where ``device_memory_gb`` needs it).
+    since tau = 0. ``batch_size``: rows per network call, at most (fewer where ``device_memory_gb`` needs it).
+    ``shard``: (index, count) of a tau shard: ``out`` is then the part (:mod:`stages.shards`) holding the per-image
+    contributions of the intervals that end at this shard's taus, drawn as the whole run draws them, for
+    :func:`gather_mutual_information`; None: ``out`` is the table.
     """
     taus = np.asarray(taus)
     data = load_shapes3d(h5)
@@ -223,8 +233,8 @@ def estimate_mutual_information(
             fixed_extra=x0.numel() * x0.element_size(),
             min_rows=len(measurable) + 1,
         )
-    mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
-    mi[:, measurable], se[:, measurable] = mi_curves(
+    intervals = tau_intervals(taus, shard_range(len(taus), shard[1], shard[0])) if shard is not None else None
+    contrib = mi_contributions(
         source.fn,
         source.sde,
         x0,
@@ -236,11 +246,46 @@ def estimate_mutual_information(
         progress=True,
         factors=measurable,
         estimator=estimator,
+        intervals=intervals,
     )
+    header = {
+        "taus": [float(t) for t in taus],
+        "measurable": measurable,
+        "n_levels_present": [int(n) for n in data.n_levels_present],
+        "n_images": len(idx),
+        "n_times": int(n_times),
+        "estimator": estimator,
+        "score": score,
+        "seed": seed,
+        "checkpoint": source.checkpoint,
+        "metadata": source.metadata,
+    }
+    if shard is not None:
+        save_part(out, {"contrib": contrib.numpy()}, {**header, "shard": [int(i) for i in shard]})
+        log.info("MI shard %d of %d: intervals %d..%d", shard[0], shard[1], intervals.start, intervals.stop - 1)
+        return None
+    return write_mutual_info_table(contrib, header, out)
+
+
+def gather_mutual_information(parts: Sequence[str], out: str) -> pd.DataFrame:
+    """The ``gather_mutual_information`` rule: the table of the tau shards' parts (in shard order), computed as
+    an unsharded run computes it from the same per-image contributions."""
+    loaded = load_parts(parts)
+    contrib = torch.from_numpy(np.concatenate([p.arrays["contrib"] for p in loaded], axis=1))
+    return write_mutual_info_table(contrib, loaded[0].header, out)
+
+
+def write_mutual_info_table(contrib: torch.Tensor, header: dict, out: str) -> pd.DataFrame:
+    """The MI table from every interval's per-image contributions (``mutual_info.mi_contributions``) and the
+    run's ``header`` (settings and provenance, as :func:`estimate_mutual_information` records them)."""
+    taus = np.asarray(header["taus"])
+    measurable, n_levels_present = header["measurable"], header["n_levels_present"]
+    mi, se = np.zeros((2, len(taus), len(FACTOR_NAMES)))
+    mi[:, measurable], se[:, measurable] = mi_from_contributions(contrib, taus)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
-            n_lv = int(data.n_levels_present[k])
+            n_lv = int(n_levels_present[k])
             rows.append(
                 {
                     "tau": float(tau),
@@ -249,19 +294,20 @@ def estimate_mutual_information(
                     "se": float(se[j, k]),
                     "ceiling": math.log(n_lv),
                     "n_levels": n_lv,
-                    "n_images": len(idx),
-                    "n_times": int(n_times),
+                    "n_images": header["n_images"],
+                    "n_times": header["n_times"],
                 }
             )
+    estimator, score = header["estimator"], header["score"]
     df = finish_table(
         pd.DataFrame(rows),
         out,
-        seed=seed,
-        checkpoint=source.checkpoint,
+        seed=header["seed"],
+        checkpoint=header["checkpoint"],
         sort_by=["factor", "tau"],
         metadata={
             "estimator": f"{estimator}: {ESTIMATORS[estimator]} (stratified MC); I(Y_tau) - I(Y_0)",
-            **source.metadata,
+            **header["metadata"],
         },
     )
     over = df[df["mi"] > df["ceiling"] + 3 * df["se"]]
@@ -324,7 +370,8 @@ def run_forking(
     partial_dir: str | None = None,
     batch_size: int = 512,
     device_memory_gb: float | str = "auto",
-) -> pd.DataFrame:
+    shard: Sequence[int] | None = None,
+) -> pd.DataFrame | None:
     """The ``run_forking`` rule: entropy table (one row per tau x factor) and fork strips of base 0.
 
     ``score``: "network" (the unconditional model at ``model_path``) or "exact" (the exact score of the images in
@@ -336,6 +383,9 @@ def run_forking(
     settings, seed and score's provenance (:class:`partials.PartialResults`); a rerun after a kill forks only the
     taus not saved there by this same run, and writes the same table as an uninterrupted run.
     ``batch_size``: forks (and base paths) per network call, at most (fewer where ``device_memory_gb`` needs it).
+    ``shard``: (index, count) of a tau shard: only this shard's taus are forked (the base paths integrated up to
+    its last tau), ``table_out`` is the part (:mod:`stages.shards`) with their labels and ``strips_out`` the strips
+    of its taus, for :func:`gather_forking`; the shards share ``partial_dir`` (one file per tau).
     """
     taus = np.asarray(taus)
     data = load_shapes3d(h5) if h5 is not None else None
@@ -353,6 +403,7 @@ def run_forking(
             device_memory_gb=device_memory_gb,
             device=device,
         )
+    mine = shard_range(len(taus), shard[1], shard[0]) if shard is not None else range(len(taus))
     # everything a tau's fork labels depend on (the base paths' grid depends on every tau)
     key = {
         "taus": [float(t) for t in taus],
@@ -370,19 +421,19 @@ def run_forking(
     }
     store = PartialResults(partial_dir, key) if partial_dir else None
     done: dict[int, dict[str, np.ndarray]] = {}
-    for j in range(len(taus) if store else 0):
+    for j in mine if store else ():
         saved = store.load(j)
         if saved is not None and (j not in strip_idx or "strip" in saved):
             done[j] = saved
     if done:
-        log.info("forking: %d of %d taus resumed from %s", len(done), len(taus), partial_dir)
+        log.info("forking: %d of %d taus resumed from %s", len(done), len(mine), partial_dir)
 
     def finish_tau(j: int, labels_j: np.ndarray, kept_j: torch.Tensor | None) -> None:
         done[j] = {"labels": labels_j, **({"strip": to_uint8(kept_j)} if j in strip_idx else {})}
         if store:
             store.save(j, done[j])
 
-    if len(done) < len(taus):
+    if len(done) < len(mine):
         fork_labels(
             source.fn,
             source.sde,
@@ -398,21 +449,78 @@ def run_forking(
             device=device,
             keep_images=set(strip_idx),
             corrector=corrector,
-            skip=set(done),
+            skip=set(done) | (set(range(len(taus))) - set(mine)),
             on_tau=finish_tau,
             batch_size=batch_size,
         )
-    strips = (
-        np.stack([done[j]["strip"] for j in strip_idx])
-        if strip_idx
-        else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8)
+    header = {
+        "taus": key["taus"],
+        "strip_idx": strip_idx,
+        "n_levels": n_levels,
+        "res": int(res),
+        "n_base": n_base,
+        "n_forks": n_forks,
+        "steps": steps,
+        "method": method,
+        "snr": snr,
+        "corrector": corrector,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "score": score,
+        "checkpoint": source.checkpoint,
+        "metadata": source.metadata,
+    }
+    labels = np.stack([done[j]["labels"] for j in mine])
+    strips = [j for j in strip_idx if j in mine]
+    images = (
+        np.stack([done[j]["strip"] for j in strips]) if strips else np.zeros((0, n_forks, res, res, 3), dtype=np.uint8)
     )
+    if shard is not None:
+        save_part(table_out, {"labels": labels}, {**header, "shard": [int(i) for i in shard]})
+        write_strips(images, taus[strips], strips_out)
+        log.info("forking shard %d of %d: taus %d..%d", shard[0], shard[1], mine.start, mine.stop - 1)
+        return None
+    return write_forking_outputs(labels, images, header, table_out, strips_out)
+
+
+def gather_forking(parts: Sequence[str], strip_parts: Sequence[str], table_out: str, strips_out: str) -> pd.DataFrame:
+    """The ``gather_forking`` rule: the entropy table and fork strips of the tau shards' parts and strips (in shard
+    order), computed as an unsharded run computes them from the same fork labels."""
+    loaded = load_parts(parts)
+    labels = np.concatenate([p.arrays["labels"] for p in loaded])
+    images = []
+    for path in strip_parts:
+        with h5py.File(path, "r") as f:
+            images.append(f["images"][...])
+    return write_forking_outputs(labels, np.concatenate(images), loaded[0].header, table_out, strips_out)
+
+
+def write_strips(images: np.ndarray, taus: np.ndarray, out: str) -> None:
+    """The fork strips file: ``images[i, k]`` = fork k of base path 0 from its state at ``taus[i]``."""
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f["images"] = images
+        f["taus"] = np.asarray(taus, dtype=np.float64)
+        f.attrs["description"] = "forks of base trajectory 0: images[i, k] = fork k from the state at taus[i]"
+
+
+def write_forking_outputs(
+    labels: np.ndarray, strips: np.ndarray, header: dict, table_out: str, strips_out: str
+) -> pd.DataFrame:
+    """The entropy table (bootstrap CIs over base paths) and the strips file from every tau's fork labels
+    ((taus, n_base, n_forks, F)), the strips at ``header["strip_idx"]`` and the run's ``header`` (settings and
+    provenance, as :func:`run_forking` records them)."""
+    taus, n_levels, seed = np.asarray(header["taus"]), header["n_levels"], header["seed"]
+    if len(labels) != len(taus) or len(strips) != len(header["strip_idx"]):
+        raise ValueError(
+            f"fork labels of {len(labels)} taus and {len(strips)} strips, expected {len(taus)} and "
+            f"{len(header['strip_idx'])}"
+        )
     rows = []
     for j, tau in enumerate(taus):
-        ent = fork_entropies(done[j]["labels"], n_levels)  # (n_base, 6)
+        ent = fork_entropies(labels[j], n_levels)  # (n_base, 6)
         rng = numpy_rng(seed, j)
         for k, factor in enumerate(FACTOR_NAMES):
-            lo, hi = bootstrap_ci(ent[:, k], n_bootstrap, rng)
+            lo, hi = bootstrap_ci(ent[:, k], header["n_bootstrap"], rng)
             rows.append(
                 {
                     "tau": float(tau),
@@ -421,32 +529,29 @@ def run_forking(
                     "ci_low": lo,
                     "ci_high": hi,
                     "n_levels": int(n_levels[k]),
-                    "n_base": n_base,
-                    "n_forks": n_forks,
+                    "n_base": header["n_base"],
+                    "n_forks": header["n_forks"],
                 }
             )
     df = finish_table(
         pd.DataFrame(rows),
         table_out,
         seed=seed,
-        checkpoint=source.checkpoint,
+        checkpoint=header["checkpoint"],
         sort_by=["factor", "tau"],
         metadata={
-            "steps": steps,
-            "method": method,
-            "snr": snr,
-            "corrector": corrector,
-            "entropy_estimator": f"plug-in entropy of K = {n_forks} fork labels",
-            **source.metadata,
+            "steps": header["steps"],
+            "method": header["method"],
+            "snr": header["snr"],
+            "corrector": header["corrector"],
+            "entropy_estimator": f"plug-in entropy of K = {header['n_forks']} fork labels",
+            **header["metadata"],
         },
     )
-    with atomic_path(strips_out) as tmp, h5py.File(tmp, "w") as f:
-        f["images"] = strips
-        f["taus"] = np.asarray([taus[i] for i in strip_idx], dtype=np.float64)
-        f.attrs["description"] = "forks of base trajectory 0: images[i, k] = fork k from the state at taus[i]"
+    write_strips(strips, taus[header["strip_idx"]], strips_out)
     log.info(
         "fork entropy at the first and last tau (%s score): %s",
-        score,
+        header["score"],
         df.groupby("factor")["entropy"].agg(["first", "last"]).round(3).to_dict("index"),
     )
     return df
