@@ -1,1 +1,1 @@
-"""report"""
+"""Figures (one style, one colour per factor) and the self-contained HTML report. No torch at import."""
