@@ -56,6 +56,7 @@ class ScoreSource(NamedTuple):
     checkpoint: str
     hparams: dict | None
     metadata: dict
+    net: torch.nn.Module | None = None  # the network (None for the exact score): its rows are counted
 
 
 def load_score(
@@ -72,7 +73,7 @@ def load_score(
         if model_path is None:
             raise ValueError(f"score 'network' needs the model file (got none beside {hparams_path})")
         model = load_score_model(model_path, hparams_path, device)
-        return ScoreSource(get_score_fn(model.net, model.sde), model.sde, model.sha256, model.hparams, {})
+        return ScoreSource(get_score_fn(model.net, model.sde), model.sde, model.sha256, model.hparams, {}, model.net)
     if score == "exact":
         if data is None:
             raise ValueError("score 'exact' needs the dataset file (h5) whose exact score it is")
@@ -173,6 +174,7 @@ def extract_features(
                 table.add(cell_table(idx, split_names, float(tau), name, labels, mat))
             del feats
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(taus), len(dims), dims)
+    log.info("network evaluations: %d rows (features)", net.evaluations)
 
 
 def estimate_mutual_information(
@@ -237,6 +239,8 @@ def estimate_mutual_information(
         factors=measurable,
         estimator=estimator,
     )
+    if source.net is not None:
+        log.info("network evaluations: %d rows (mutual information)", source.net.evaluations)
     rows = []
     for j, tau in enumerate(taus):
         for k, factor in enumerate(FACTOR_NAMES):
@@ -374,6 +378,7 @@ def run_forking(
         saved = store.load(j)
         if saved is not None and (j not in strip_idx or "strip" in saved):
             done[j] = saved
+    resumed = len(done)
     if done:
         log.info("forking: %d of %d taus resumed from %s", len(done), len(taus), partial_dir)
 
@@ -401,6 +406,13 @@ def run_forking(
             skip=set(done),
             on_tau=finish_tau,
             batch_size=batch_size,
+        )
+    if source.net is not None:  # the taus resumed from partial results cost nothing in this job
+        log.info(
+            "network evaluations: %d rows (forking, %d of %d taus forked)",
+            source.net.evaluations,
+            len(taus) - resumed,
+            len(taus),
         )
     strips = (
         np.stack([done[j]["strip"] for j in strip_idx])
