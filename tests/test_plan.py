@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -136,7 +137,17 @@ def _planned(cfg) -> dict:
     return {r.rule: r.evaluations for r in P.plan(cfg).rules}
 
 
-def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run, monkeypatch, tmp_path):
+def _logged_evaluations(caplog) -> int:
+    """The rows the stages logged ("network evaluations: N rows"), summed, and the captured log cleared."""
+    found = [int(m) for m in re.findall(r"network evaluations: (\d+) rows", caplog.text)]
+    caplog.clear()
+    assert found, "no stage logged its network evaluations"
+    return sum(found)
+
+
+def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run, monkeypatch, tmp_path, caplog):
+    """The plan's evaluations per rule, the rows through NCSNpp counted from outside, and the count each stage
+    logs from the score network's own counter: all three the same."""
     from latent_abstractions.stages.measurements import estimate_mutual_information, extract_features, run_forking
     from latent_abstractions.stages.sample import sample_images
     from latent_abstractions.taus import tau_grid
@@ -146,7 +157,8 @@ def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run
     t = cfg["taus"]
     taus = tau_grid(t["start"], t["stop"], t["n"]).tolist()
     cpu = torch.device("cpu")
-    counted = {}
+    counted, logged = {}, {}
+    caplog.set_level("INFO", logger="latent_abstractions")
 
     counter = RowCounter(monkeypatch)
     s = cfg["sampling"]
@@ -158,6 +170,7 @@ def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run
             batch_size=s["batch_size"], seed=cfg["seed"], device=cpu,
         )  # fmt: skip
     counted["sample_images"] = counter.rows
+    logged["sample_images"] = _logged_evaluations(caplog)
 
     counter = RowCounter(monkeypatch)
     f = cfg["features"]
@@ -167,6 +180,7 @@ def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run
         batch_size=f["batch_size"], seed=cfg["seed"], device=cpu,
     )  # fmt: skip
     counted["extract_features"] = counter.rows
+    logged["extract_features"] = _logged_evaluations(caplog)
 
     counter = RowCounter(monkeypatch)
     m = cfg["mutual_info"]
@@ -175,6 +189,7 @@ def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run
         n_images=m["n_images"], n_times=m["n_times"], batch_size=m["batch_size"], seed=cfg["seed"], device=cpu,
     )  # fmt: skip
     counted["estimate_mutual_information"] = counter.rows
+    logged["estimate_mutual_information"] = _logged_evaluations(caplog)
 
     counter = RowCounter(monkeypatch)
     k = cfg["forking"]
@@ -185,12 +200,14 @@ def test_evaluations_equal_the_rows_a_real_run_puts_through_the_network(tiny_run
         batch_size=k["batch_size"],
     )  # fmt: skip
     counted["run_forking"] = counter.rows
+    logged["run_forking"] = _logged_evaluations(caplog)
 
     assert counted == {rule: planned[rule] for rule in counted}
+    assert logged == counted
     assert all(v > 0 for v in counted.values())
 
 
-def test_training_evaluations_equal_the_rows_of_a_real_training(tiny_run, monkeypatch, tmp_path):
+def test_training_evaluations_equal_the_rows_of_a_real_training(tiny_run, monkeypatch, tmp_path, caplog):
     from latent_abstractions.model.sde import VESDE
     from latent_abstractions.model.trainer import fit_score_model
     from latent_abstractions.stages.train import model_training, train_settings
@@ -199,6 +216,7 @@ def test_training_evaluations_equal_the_rows_of_a_real_training(tiny_run, monkey
     cfg = {**cfg, "training": {**cfg["training"], "steps": 3}}
     ctx = P._Context(cfg, P.ACCELERATORS["h100"], 80.0, 1, 1, 1, 1, P.MFU)
     counter = RowCounter(monkeypatch)
+    caplog.set_level("INFO", logger="latent_abstractions")
     images = torch.zeros(10, 3, ctx.res, ctx.res, dtype=torch.uint8)
     for i, model in enumerate(("uncond", "cond")):
         settings = train_settings(model_training(cfg["training"], model), label_dropout=0.5, seed=i)
@@ -208,6 +226,7 @@ def test_training_evaluations_equal_the_rows_of_a_real_training(tiny_run, monkey
             images, labels, net, raw, VESDE(0.01, 3.0), settings, tmp_path / model, torch.device("cpu"), progress=False
         )
     assert counter.rows == _planned(cfg)["train_score_model"] == 2 * 3 * cfg["training"]["batch_size"]
+    assert _logged_evaluations(caplog) == counter.rows
 
 
 # --- batches --------------------------------------------------------------------------------------------------------
@@ -354,7 +373,6 @@ def test_slurm_dry_run_of_the_paper_config_requests_what_the_plan_says(workflow_
         "config/paper.yaml",
         timeout=600,
     )
-    import re
 
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, flags=re.M)
     seen = set()

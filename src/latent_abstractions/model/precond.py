@@ -50,6 +50,10 @@ class ScoreNetwork(nn.Module):
 
     Attributes:
         backbone: the :class:`NCSNpp` whose ``state_dict`` is the model file.
+        evaluations: rows put through the backbone by :meth:`forward` and :meth:`forward_features` so far (one
+            image each, as the cost plan counts them); a plain int, in no state_dict. Calls traced by
+            ``torch.compile`` are not counted (a Python counter there would be a guard that changes every call):
+            the trainer counts its own rows.
     """
 
     name: str  # the parametrisation's name in the hyperparameters and the config
@@ -57,6 +61,11 @@ class ScoreNetwork(nn.Module):
     def __init__(self, backbone: NCSNpp):
         super().__init__()
         self.backbone = backbone
+        self.evaluations = 0
+
+    def _count(self, y: torch.Tensor) -> None:
+        if not torch.compiler.is_compiling():
+            self.evaluations += int(y.shape[0])
 
     def precond_hparams(self) -> dict:
         """The wrapper's constructor arguments besides the backbone, with its ``name``."""
@@ -89,6 +98,7 @@ class ScoreNetwork(nn.Module):
             names: a subset of :meth:`feature_names`.
         """
         sigma, per_example = _per_example(sigma, y)
+        self._count(y)
         return self.backbone.forward_features(self._input(y, _broadcast(sigma)), per_example.log(), names, labels)
 
     def denoise(self, y: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,6 +129,7 @@ class RawVE(ScoreNetwork):
                 factor not given); None = all null. Unconditional networks accept None or all -1.
         """
         sigma, per_example = _per_example(sigma, y)
+        self._count(y)
         out = self.backbone(y, per_example.log(), labels)
         return out.float() / _broadcast(sigma)  # float32 also under autocast (out is bf16 there)
 
@@ -167,6 +178,7 @@ class EDMPrecond(ScoreNetwork):
         sigma, per_example = _per_example(sigma, y)
         sig = _broadcast(sigma)
         centred, var = self._centred_and_var(y, sig)
+        self._count(y)
         out = self.backbone(centred * var.rsqrt().to(y.dtype), per_example.log(), labels)
         # (D - y) / sigma^2 written without the cancellation of D - y: -(y - mu) / var + (c_out / sigma^2) F
         c_out_over_s2 = self.sigma_data / (sig * var.sqrt())

@@ -366,6 +366,7 @@ def fit_score_model(
 
     acc = torch.zeros((), device=device)  # loss summed since the last log row (kept on the device)
     acc_n = 0
+    fed = 0  # rows this process fed to the loss in this job (the cost plan's evaluations; the model may be compiled)
     if acc_state is not None:
         acc, acc_n = acc_state[0].to(device), acc_state[1]
     t0 = time.perf_counter()
@@ -394,6 +395,7 @@ def fit_score_model(
         else:
             opt.zero_grad(set_to_none=True)
             loss = split_step()
+        fed += hi - lo
         torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
         opt.step()
         ema.update(net)
@@ -435,6 +437,7 @@ def fit_score_model(
             )
         if stop:
             bar.close()
+            _log_evaluations(fed, step - resumed_from, ranks, device)
             log.info(
                 "stopping after %.1f min (segment_minutes %g) at step %d of %d; the state is saved",
                 (time.perf_counter() - t0) / 60,
@@ -444,10 +447,24 @@ def fit_score_model(
             )
             raise SegmentEnded(step, settings.steps)
     bar.close()
+    evaluations = _log_evaluations(fed, step - resumed_from, ranks, device)
     ema.copy_to(net)
     net.eval()
-    info = {"resumed_from": resumed_from, "seconds": time.perf_counter() - t0}
+    info = {"resumed_from": resumed_from, "seconds": time.perf_counter() - t0, "evaluations": evaluations}
     return net, pd.DataFrame(rows, columns=["step", "loss", "lr", "images_seen", "seconds"]), info
+
+
+def _log_evaluations(fed: int, steps: int, ranks: Ranks | None, device: torch.device) -> int:
+    """Log (main process) and return the rows fed to the loss by all processes of this job over ``steps`` steps."""
+    if ranks is not None:
+        import torch.distributed as dist
+
+        total = torch.tensor(fed, dtype=torch.int64, device=device)
+        dist.all_reduce(total)
+        fed = int(total)
+    if ranks is None or ranks.is_main:
+        log.info("network evaluations: %d rows (training, %d steps in this job)", fed, steps)
+    return fed
 
 
 def _agree(over: bool, ranks: Ranks | None, device: torch.device) -> bool:

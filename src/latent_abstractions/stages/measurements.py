@@ -58,6 +58,7 @@ class ScoreSource(NamedTuple):
     checkpoint: str
     hparams: dict | None
     metadata: dict
+    net: torch.nn.Module | None = None  # the network (None for the exact score): its rows are counted
 
 
 def load_score(
@@ -74,7 +75,7 @@ def load_score(
         if model_path is None:
             raise ValueError(f"score 'network' needs the model file (got none beside {hparams_path})")
         model = load_score_model(model_path, hparams_path, device)
-        return ScoreSource(get_score_fn(model.net, model.sde), model.sde, model.sha256, model.hparams, {})
+        return ScoreSource(get_score_fn(model.net, model.sde), model.sde, model.sha256, model.hparams, {}, model.net)
     if score == "exact":
         if data is None:
             raise ValueError("score 'exact' needs the dataset file (h5) whose exact score it is")
@@ -180,6 +181,7 @@ def extract_features(
                 table.add(cell_table(idx, split_names, float(tau), name, labels, mat))
             del feats
     log.info("features: %d images x %d taus x %d layers, dims %s", len(idx), len(mine), len(dims), dims)
+    log.info("network evaluations: %d rows (features)", net.evaluations)
 
 
 def estimate_mutual_information(
@@ -248,6 +250,8 @@ def estimate_mutual_information(
         estimator=estimator,
         intervals=intervals,
     )
+    if source.net is not None:
+        log.info("network evaluations: %d rows (mutual information)", source.net.evaluations)
     header = {
         "taus": [float(t) for t in taus],
         "measurable": measurable,
@@ -425,6 +429,7 @@ def run_forking(
         saved = store.load(j)
         if saved is not None and (j not in strip_idx or "strip" in saved):
             done[j] = saved
+    resumed = len(done)
     if done:
         log.info("forking: %d of %d taus resumed from %s", len(done), len(mine), partial_dir)
 
@@ -452,6 +457,13 @@ def run_forking(
             skip=set(done) | (set(range(len(taus))) - set(mine)),
             on_tau=finish_tau,
             batch_size=batch_size,
+        )
+    if source.net is not None:  # the taus resumed from partial results cost nothing in this job
+        log.info(
+            "network evaluations: %d rows (forking, %d of %d taus forked)",
+            source.net.evaluations,
+            len(mine) - resumed,
+            len(mine),
         )
     header = {
         "taus": key["taus"],

@@ -75,6 +75,7 @@ def sample_images(
         device=device,
         n_corrector=1 if corrector else 0,
     )
+    log.info("network evaluations: %d rows (sampling, %d samples)", score_model.net.evaluations, n_samples)
     with atomic_path(h5_out) as tmp, h5py.File(tmp, "w") as f:
         f["images"] = images
         f["seeds"] = seeds
