@@ -5,7 +5,8 @@ common.smk, which edits ``sys.path`` and ``PYTHONPATH`` and checks the config, a
 the test process. Writes {rule: {"gpu", "local", "script", "conda"}}: the rule's ``gpu`` resource (0 where it
 declares none), whether it is marked ``localrule: True``, and its script and conda env file relative to
 WORKFLOW_DIR (null where it has none). Reading the parsed rules, not the .smk text, keeps the tests independent of
-how the rule files are formatted.
+how the rule files are formatted. Parsed with ``tau_shards: 2``, so the gather rules of sharded measurements are
+there too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 def parsed_rules(workflow_dir: Path) -> dict[str, dict]:
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import OutputSettings, Quietness, ResourceSettings
+    from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
     def relative(rule, path):
         if path is None:
@@ -26,7 +27,13 @@ def parsed_rules(workflow_dir: Path) -> dict[str, dict]:
         return os.path.relpath(os.path.join(str(rule.basedir), path), workflow_dir)  # paths are relative to the file
 
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        workflow = api.workflow(ResourceSettings(), snakefile=workflow_dir / "Snakefile", workdir=workflow_dir)
+        # with the measurements sharded, so that the gather rules (defined only then) are parsed too
+        workflow = api.workflow(
+            ResourceSettings(),
+            ConfigSettings(config={"tau_shards": 2}),
+            snakefile=workflow_dir / "Snakefile",
+            workdir=workflow_dir,
+        )
         wf = workflow._workflow  # the parsed Workflow object (what every CLI command builds first)
         return {
             rule.name: {
