@@ -204,6 +204,9 @@ def test_tiny_workflow_on_slurm_matches_local_and_reports_failures(
     )
 
 
+# 106 s of the suite's 15 min; tests/test_segments.py runs the same segments and Snakemake restarts locally in 31 s.
+# Run it with: .venv/bin/pytest -m slow tests/test_slurm.py
+@pytest.mark.slow
 def test_a_training_in_segments_is_resubmitted_until_done(cluster, tmp_path, gpu_rules):
     # two processes (gloo, CPU) in one Slurm job, whose wall-clock budget is spent at its first log row (step 10
     # of 20): the job saves, exits 75 (FAILED for Slurm), and the rule's own retries (max_segments - 1, which win
