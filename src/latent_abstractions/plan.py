@@ -572,20 +572,9 @@ class _Context:
         """The backbone hparams ``stages.train`` gives NCSNpp for this config. The noise parametrisation around it
         (model/precond.py) adds a few elementwise image-sized tensors per row, under 1% of a row's activations at
         every width here, and is not counted."""
-        from .data.factors import N_LEVELS
+        from .model.networks import backbone_kwargs
 
-        net = self.cfg["score_model"]
-        kw = dict(
-            img_resolution=self.res,
-            nf=net["nf"],
-            ch_mult=list(net["ch_mult"]),
-            num_res_blocks=net["num_res_blocks"],
-            attn_resolutions=list(net["attn_resolutions"]),
-            dropout=net["dropout"],
-            fourier_scale=net["fourier_scale"],
-            n_levels=list(N_LEVELS) if cond else None,
-        )
-        return kw
+        return backbone_kwargs(self.cfg["score_model"], self.res, cond)
 
     def device_peak(self, tensor_bytes: float) -> float:
         """Predicted device peak: the tensors and, on a GPU, the reserve."""

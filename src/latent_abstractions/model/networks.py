@@ -240,3 +240,21 @@ class NCSNpp(nn.Module):
         if unknown:
             raise KeyError(f"unknown feature maps {sorted(unknown)}; available: {self.feature_names()}")
         return self._run(x, c_noise, labels, set(names))
+
+
+def backbone_kwargs(score_model: dict, img_resolution: int, conditional: bool) -> dict:
+    """:class:`NCSNpp`'s arguments for the config's ``score_model`` section on images of side ``img_resolution``
+    (conditional: one label table per Shapes3D factor, with every official level). The trainer and the cost plan
+    both build the network from these."""
+    from ..data.factors import N_LEVELS
+
+    return dict(
+        img_resolution=img_resolution,
+        nf=score_model["nf"],
+        ch_mult=list(score_model["ch_mult"]),
+        num_res_blocks=score_model["num_res_blocks"],
+        attn_resolutions=list(score_model["attn_resolutions"]),
+        dropout=score_model["dropout"],
+        fourier_scale=score_model["fourier_scale"],
+        n_levels=list(N_LEVELS) if conditional else None,
+    )

@@ -14,12 +14,12 @@ import torch
 import torch.distributed
 
 from .. import SCORE_MODELS
-from ..data.factors import N_LEVELS
 from ..data.shapes3d import load_shapes3d, load_split
 from ..io import write_json, write_parquet
 from ..locking import check_state_free, state_lock
 from ..model.checkpoint import save_classifier, save_model
 from ..model.classifier import accuracy_table, fit_classifier
+from ..model.networks import backbone_kwargs
 from ..model.sde import VESDE, sigma_max_from_data
 from ..model.trainer import SegmentEnded, TrainSettings, data_statistics, fit_score_model
 from ..rng import derive_seed
@@ -184,16 +184,7 @@ def _train_score_model(
             torch.distributed.broadcast_object_list(shared, src=0)
             sigma_max = shared[0]
     sde = VESDE(sigma_min, sigma_max)
-    net_kwargs = dict(
-        img_resolution=data.resolution,
-        nf=net["nf"],
-        ch_mult=list(net["ch_mult"]),
-        num_res_blocks=net["num_res_blocks"],
-        attn_resolutions=list(net["attn_resolutions"]),
-        dropout=net["dropout"],
-        fourier_scale=net["fourier_scale"],
-        n_levels=list(N_LEVELS) if cond else None,
-    )
+    net_kwargs = backbone_kwargs(net, data.resolution, cond)
     precond = {"name": net["precond"]}
     if precond["name"] == "edm":
         mean, std = data_statistics(images, "image")
